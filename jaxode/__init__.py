@@ -1,0 +1,24 @@
+"""jaxode: differentiable simulation in JAX.
+
+An RNN and an ODE solver are the same object, a pure step function
+`step(carry, x) -> (carry, y)` iterated under `lax.scan`.
+"""
+
+import importlib.metadata
+
+from ._scan import scan as scan
+from ._solve import Solution as Solution, solve as solve
+from ._solvers import (
+    RK4 as RK4,
+    AbstractStepper as AbstractStepper,
+    ButcherTableau as ButcherTableau,
+    Euler as Euler,
+    Heun as Heun,
+    Midpoint as Midpoint,
+    ODECell as ODECell,
+)
+
+try:
+    __version__ = importlib.metadata.version("jaxode")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"

@@ -1,0 +1,100 @@
+"""Input validation.
+
+Two layers, as in diffrax. Structure and configuration (ranks, shapes, dtypes, names)
+raise `ValueError` at trace time with the argument and the bad value in the message.
+Values are checked eagerly when they are concrete (plain arrays, not tracers), so the
+compiled hot path carries no checks; values only known at run time go through
+`eqx.error_if`.
+"""
+
+from collections.abc import Iterable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+
+def is_concrete(x: Any) -> bool:
+    """True when every leaf of `x` has a value now (no tracer among the leaves)."""
+    return not any(isinstance(leaf, jax.core.Tracer) for leaf in jtu.tree_leaves(x))
+
+
+def short(x: Any, limit: int = 80) -> str:
+    """A one-line, length-capped rendering of a value for an error message."""
+    if isinstance(x, (jax.Array, np.ndarray)) and is_concrete(x):
+        text = np.array2string(np.asarray(x), threshold=8, precision=6, separator=", ")
+    else:
+        text = repr(x)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
+    choices = sorted(choices)
+    if value not in choices:
+        raise ValueError(
+            f"`{name}`={value!r} is not one of the valid names: {', '.join(choices)}."
+        )
+    return value
+
+
+def check_finite(name: str, tree: Any) -> None:
+    """Raise if a concrete pytree holds NaN or inf (tracers are skipped)."""
+    for path, leaf in jtu.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.core.Tracer) or leaf is None:
+            continue
+        arr = np.asarray(leaf)
+        if arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
+            where = jtu.keystr(path) if path else ""
+            raise ValueError(f"`{name}{where}` holds non-finite values: {short(arr)}.")
+
+
+def check_times(name: str, ts: Any, *, strict: bool = True) -> None:
+    """`ts` must be 1-D; when concrete, finite and (strictly) increasing."""
+    if jnp.ndim(ts) != 1:
+        raise ValueError(f"`{name}` must be 1-D, got shape {tuple(jnp.shape(ts))}.")
+    if not is_concrete(ts):
+        return
+    arr = np.asarray(ts)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"`{name}` holds non-finite values: {short(arr)}.")
+    d = np.diff(arr)
+    bad = d <= 0 if strict else d < 0
+    if np.any(bad):
+        i = int(np.argmax(bad))
+        word = "strictly increasing" if strict else "non-decreasing"
+        raise ValueError(
+            f"`{name}` must be {word}; {name}[{i}]={arr[i]} and "
+            f"{name}[{i + 1}]={arr[i + 1]}."
+        )
+
+
+def check_positive(name: str, value: Any) -> None:
+    if value is None or not is_concrete(value):
+        return
+    arr = np.asarray(value)
+    if not np.all(arr > 0):
+        raise ValueError(f"`{name}` must be > 0, got {short(value)}.")
+
+
+def describe_tree(tree: Any) -> str:
+    """`tree` as structure with `shape dtype` leaves, for mismatch messages."""
+    return short(
+        jtu.tree_map(lambda x: f"{jnp.dtype(x.dtype).name}{list(x.shape)}", tree),
+        limit=200,
+    )
+
+
+def check_same_structure(name: str, got: Any, expected: Any, what: str) -> None:
+    """`got` and `expected` (shape-dtype pytrees) must agree leaf by leaf."""
+    same = jtu.tree_structure(got) == jtu.tree_structure(expected) and all(
+        a.shape == b.shape and a.dtype == b.dtype
+        for a, b in zip(jtu.tree_leaves(got), jtu.tree_leaves(expected))
+    )
+    if not same:
+        raise ValueError(
+            f"`{name}` returned {describe_tree(got)} but {what} is "
+            f"{describe_tree(expected)}; they must match in structure, shape and dtype."
+        )

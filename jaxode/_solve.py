@@ -1,0 +1,398 @@
+"""`solve`: the one entry point for initial value problems.
+
+A jaxode stepper (`Euler`, `Midpoint`, `Heun`, `RK4`) runs as a recurrence under
+`jaxode.scan`; an adaptive solver (by name or any diffrax solver) runs through
+`diffrax.diffeqsolve` with a PID step-size controller. Both return a `Solution`.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jaxtyping import Array, Bool, Int
+
+from ._errors import (
+    check_choice,
+    check_finite,
+    check_positive,
+    check_same_structure,
+    check_times,
+    is_concrete,
+    short,
+)
+from ._scan import scan
+from ._solvers import RK4, AbstractStepper, Euler, Heun, Midpoint
+from ._types import Args, VectorField, Y
+
+__all__ = ["solve", "Solution", "SOLVERS", "ADJOINTS"]
+
+SOLVERS: dict[str, Callable[[], Any]] = {
+    "euler": Euler,
+    "midpoint": Midpoint,
+    "heun": Heun,
+    "rk4": RK4,
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "bosh3": diffrax.Bosh3,
+    "kvaerno5": diffrax.Kvaerno5,
+}
+
+ADJOINTS: dict[str, Callable[[], diffrax.AbstractAdjoint]] = {
+    "recursive": diffrax.RecursiveCheckpointAdjoint,
+    "backsolve": diffrax.BacksolveAdjoint,
+    "direct": diffrax.DirectAdjoint,
+    "forward": diffrax.ForwardMode,
+}
+
+_MAX_STEPS_HINT = (
+    "jaxode.solve: the solver reached `max_steps` before the end of `ts`. Raise "
+    "`max_steps`, loosen `rtol`/`atol`, or, if the problem is stiff, try "
+    "solver='kvaerno5'."
+)
+_FAILED_HINT = (
+    "jaxode.solve: the solve failed (step size collapsed or the state became "
+    "non-finite). Check `f`, `y0` and `args` for values that blow up; for stiff "
+    "problems try solver='kvaerno5'."
+)
+_NONFINITE_HINT = (
+    "jaxode.solve: a non-finite value (NaN or inf) appeared during the fixed-step "
+    "solve. Reduce `dt`, use a higher-order or adaptive solver, or check `f`, `y0` "
+    "and `args`."
+)
+
+
+class Solution(eqx.Module):
+    """The result of `solve`.
+
+    - `ts`: the save times, shape `(time,)`.
+    - `ys`: the state at `ts`, a pytree like `y0` whose leaves have shape
+      `(time, *leaf.shape)`.
+    - `stats`: `num_steps`, `num_accepted`, `num_rejected` and `nfe` (vector-field
+      evaluations; -1 where a solver cannot report it, as for implicit solvers).
+    - `ok`: True when the solve reached the end of `ts` with finite values
+      (per element under `vmap`).
+    """
+
+    ts: Array
+    ys: Y
+    stats: dict[str, Int[Array, ""]]
+    ok: Bool[Array, ""]
+
+
+def _resolve_solver(solver: Any) -> Any:
+    if isinstance(solver, str):
+        return SOLVERS[check_choice("solver", solver.lower(), SOLVERS)]()
+    if isinstance(solver, (AbstractStepper, diffrax.AbstractSolver)):
+        return solver
+    raise ValueError(
+        f"`solver`={short(solver)} is neither a solver name "
+        f"({', '.join(sorted(SOLVERS))}), a jaxode stepper nor a diffrax solver."
+    )
+
+
+def _resolve_adjoint(adjoint: Any) -> diffrax.AbstractAdjoint:
+    if isinstance(adjoint, str):
+        return ADJOINTS[check_choice("adjoint", adjoint.lower(), ADJOINTS)]()
+    if isinstance(adjoint, diffrax.AbstractAdjoint):
+        return adjoint
+    raise ValueError(
+        f"`adjoint`={short(adjoint)} is neither an adjoint name "
+        f"({', '.join(sorted(ADJOINTS))}) nor a diffrax.AbstractAdjoint."
+    )
+
+
+def _as_float(x: Any) -> jax.Array:
+    x = jnp.asarray(x)
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def _stats(num_steps, num_accepted, num_rejected, nfe) -> dict[str, jax.Array]:
+    as_int = lambda v: jnp.asarray(v, dtype=jnp.int32)  # noqa: E731
+    return {
+        "num_steps": as_int(num_steps),
+        "num_accepted": as_int(num_accepted),
+        "num_rejected": as_int(num_rejected),
+        "nfe": as_int(nfe),
+    }
+
+
+def _all_finite(tree: Y) -> jax.Array:
+    """True where every value of every leaf is finite (leading time axis reduced)."""
+    oks = [jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]
+    return jnp.stack(oks).all() if oks else jnp.array(True)
+
+
+# ----------------------------------------------------------------- fixed step
+
+
+def _fixed_grid(ts: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Split each interval of `ts` into equal substeps no longer than `dt`.
+
+    Returns the number of substeps per interval and their sizes.
+    """
+    spans = np.diff(ts)
+    counts = np.maximum(1, np.ceil(spans / dt - 1e-9)).astype(np.int64)
+    return counts, spans / counts
+
+
+@eqx.filter_jit
+def _solve_fixed(f, solver, y0, ts, args, substeps, throw, progress):
+    """Fixed-step solve: `substeps` equal steps inside every interval of `ts`."""
+
+    def step(y, t_and_h):
+        t, h = t_and_h
+        return solver.step(f, t, y, h, args), None
+
+    def interval(y, x):
+        t0, t1, i = x
+        h = (t1 - t0) / substeps
+        if substeps == 1:
+            y, _ = step(y, (t0, h))
+        else:
+            sub_ts = t0 + h * jnp.arange(substeps, dtype=ts.dtype)
+            y, _ = scan(step, y, (sub_ts, jnp.full((substeps,), h)))
+        if progress is not None:
+            jax.debug.callback(progress, i, ordered=True)
+        return y, y
+
+    n = ts.shape[0] - 1
+    _, ys = scan(interval, y0, (ts[:-1], ts[1:], jnp.arange(n)))
+    ys = jtu.tree_map(lambda a, b: jnp.concatenate([a[None], b]), y0, ys)
+    ok = _all_finite(ys)
+    if throw:
+        ys = eqx.error_if(ys, jnp.logical_not(ok), _NONFINITE_HINT)
+    steps = n * substeps
+    return ys, ok, _stats(steps, steps, 0, steps * solver.stages)
+
+
+@eqx.filter_jit
+def _solve_fixed_grid(f, solver, y0, t_steps, h_steps, save_index, args, throw):
+    """Fixed-step solve over an explicit grid of steps, keeping the states at
+    `save_index` (used when the intervals of `ts` need different numbers of steps)."""
+
+    def step(y, t_and_h):
+        y = solver.step(f, t_and_h[0], y, t_and_h[1], args)
+        return y, y
+
+    _, path = scan(step, y0, (t_steps, h_steps))
+    ys = jtu.tree_map(
+        lambda a, b: jnp.concatenate([a[None], b[save_index]]), y0, path
+    )
+    ok = _all_finite(ys)
+    if throw:
+        ys = eqx.error_if(ys, jnp.logical_not(ok), _NONFINITE_HINT)
+    steps = t_steps.shape[0]
+    return ys, ok, _stats(steps, steps, 0, steps * solver.stages)
+
+
+def _progress_bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, leave=False)
+
+    def update(i):
+        bar.n = int(i) + 1
+        bar.refresh()
+        if bar.n >= total:
+            bar.close()
+
+    return update
+
+
+# ------------------------------------------------------------------- adaptive
+
+
+def _diffrax_nfe(solver: diffrax.AbstractSolver, stats: dict) -> Any:
+    """Vector-field evaluations of an explicit diffrax Runge–Kutta solve.
+
+    Every step, accepted or rejected, evaluates each stage once, less the first stage
+    for first-same-as-last methods, which evaluate `f(t0, y0)` once at the start.
+    The tests check this against a counter inside `f`. Implicit solvers report -1.
+    """
+    tableau = getattr(solver, "tableau", None)
+    if not isinstance(solver, diffrax.AbstractERK) or tableau is None:
+        return -1
+    per_step = tableau.num_stages - (1 if tableau.fsal else 0)
+    return (1 if tableau.fsal else 0) + per_step * stats["num_steps"]
+
+
+@eqx.filter_jit
+def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps,
+                    throw, progress):
+    if isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    else:
+        controller = diffrax.ConstantStepSize()
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(f),
+        solver,
+        t0=ts[0],
+        t1=ts[-1],
+        dt0=dt0,
+        y0=y0,
+        args=args,
+        saveat=diffrax.SaveAt(ts=ts),
+        stepsize_controller=controller,
+        adjoint=adjoint,
+        max_steps=max_steps,
+        throw=False,
+        progress_meter=(
+            diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
+        ),
+    )
+    ok = sol.result == diffrax.RESULTS.successful
+    ys = sol.ys
+    if throw:
+        ys = eqx.error_if(ys, sol.result == diffrax.RESULTS.max_steps_reached,
+                          _MAX_STEPS_HINT)
+        ys = eqx.error_if(ys, jnp.logical_not(ok), _FAILED_HINT)
+    stats = sol.stats
+    nfe = _diffrax_nfe(solver, stats)
+    return ys, ok, _stats(stats["num_steps"], stats["num_accepted_steps"],
+                          stats["num_rejected_steps"], nfe)
+
+
+# ------------------------------------------------------------------ front door
+
+
+def _check_vector_field(f: VectorField, y0: Y, ts: jax.Array, args: Args) -> None:
+    try:
+        out = jax.eval_shape(f, ts[0], y0, args)
+    except Exception as e:  # the user's f failed to trace: say where
+        raise ValueError(
+            f"`f` failed when called as f(t, y0, args): {type(e).__name__}: {e}"
+        ) from e
+    expected = jax.eval_shape(lambda y: y, y0)
+    check_same_structure("f", out, expected, "y0")
+
+
+def solve(
+    f: VectorField,
+    y0: Y,
+    ts: Any,
+    args: Args = None,
+    *,
+    solver: Any = "tsit5",
+    dt: float | None = None,
+    rtol: float = 1e-6,
+    atol: float = 1e-6,
+    adjoint: Any = "recursive",
+    max_steps: int = 4096,
+    throw: bool = True,
+    progress: bool = False,
+) -> Solution:
+    """Solve `dy/dt = f(t, y, args)` from `y(ts[0]) = y0` and return `y` at `ts`.
+
+    **Arguments:**
+
+    - `f`: vector field `f(t, y, args) -> dy/dt`, same pytree, shapes and dtypes
+      as `y0`.
+    - `y0`: initial state, any pytree of arrays; integer values are promoted to
+      floating point.
+    - `ts`: 1-D, strictly increasing save times; the solve runs from `ts[0]` to
+      `ts[-1]`.
+    - `args`: passed to `f` unchanged.
+    - `solver`: a name — fixed step: `"euler"`, `"midpoint"`, `"heun"`, `"rk4"`;
+      adaptive: `"tsit5"` (default), `"dopri5"`, `"dopri8"`, `"bosh3"`,
+      `"kvaerno5"` (stiff) — or a jaxode stepper (`jaxode.RK4()`) or any diffrax
+      solver instance.
+    - `dt`: fixed-step solvers: the largest step (each interval of `ts` is split
+      into equal steps no longer than `dt`; `None` takes one step per interval, the
+      seed's "one RNN step per time step"). Adaptive solvers: the initial step
+      (`None` chooses it automatically).
+    - `rtol`, `atol`: tolerances of the PID step-size controller (adaptive only).
+    - `adjoint`: how gradients are computed for adaptive solvers: `"recursive"`
+      (checkpointed backprop through the solver, default), `"backsolve"` (the
+      continuous adjoint, O(1) memory), `"direct"`, `"forward"` (for `jax.jvp` /
+      `jax.jacfwd`), or a `diffrax.AbstractAdjoint`. Fixed-step solvers always
+      backpropagate through their scan.
+    - `max_steps`: the most steps an adaptive solve may take.
+    - `throw`: raise on failure. With `throw=False` a failure is reported in
+      `sol.ok` (per element under `vmap`), and the values after the failure are
+      `inf`/`NaN`, never plausible numbers.
+    - `progress`: show a tqdm progress bar.
+
+    **Returns:** a `Solution`; `sol.ys` leaves have shape `(len(ts), *leaf.shape)`.
+
+    **Raises:** `ValueError` for bad inputs (the message names the argument and the
+    value); at run time, an error when the solve fails and `throw=True`.
+
+    Works under `jax.jit`, `jax.vmap` and `jax.grad`. Tolerances, `y0`, `args` and
+    `ts` are traced values: changing them does not recompile.
+    """
+    solver = _resolve_solver(solver)
+    ts = _as_float(ts)
+    check_times("ts", ts)
+    y0 = jtu.tree_map(_as_float, y0)
+    check_finite("y0", y0)
+    check_finite("args", jtu.tree_map(
+        lambda a: a if eqx.is_array_like(a) else None, args))
+    check_positive("dt", dt)
+    check_positive("rtol", rtol)
+    check_positive("atol", atol)
+    if not isinstance(max_steps, int) or max_steps < 1:
+        raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+    _check_vector_field(f, y0, ts, args)
+    if not is_concrete(ts):
+        ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0),
+                          "jaxode.solve: `ts` must be strictly increasing.")
+
+    if ts.shape[0] == 1:
+        ys = jtu.tree_map(lambda a: a[None], y0)
+        return Solution(ts, ys, _stats(0, 0, 0, 0), jnp.array(True))
+
+    if isinstance(solver, AbstractStepper):
+        ys, ok, stats = _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress)
+    else:
+        adjoint = _resolve_adjoint(adjoint)
+        dt0 = None if dt is None else jnp.asarray(dt, ts.dtype)
+        if dt0 is None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
+            raise ValueError(
+                f"`dt` is required for the non-adaptive diffrax solver {solver!r}."
+            )
+        ys, ok, stats = _solve_adaptive(
+            f, solver, y0, ts, args, dt0, jnp.asarray(rtol, ts.dtype),
+            jnp.asarray(atol, ts.dtype), adjoint, max_steps, throw, progress,
+        )
+    return Solution(ts, ys, stats, ok)
+
+
+def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress):
+    if isinstance(adjoint, diffrax.BacksolveAdjoint) or adjoint == "backsolve":
+        raise ValueError(
+            "`adjoint`='backsolve' needs an adaptive diffrax solver; fixed-step "
+            f"solver {type(solver).__name__} always backpropagates through its steps."
+        )
+    if not isinstance(adjoint, diffrax.AbstractAdjoint):
+        _resolve_adjoint(adjoint)  # a name: validate it, nothing else to do
+    n = ts.shape[0] - 1
+    if dt is None:
+        substeps = 1
+    else:
+        if not (is_concrete(ts) and is_concrete(dt)):
+            raise ValueError(
+                "a fixed-step solve with `dt` needs concrete `ts` and `dt` (the "
+                "number of steps sets array shapes); pass them as constants, not "
+                "traced values, or use dt=None with a finer `ts`."
+            )
+        counts, sizes = _fixed_grid(np.asarray(ts, dtype=np.float64), float(dt))
+        if np.any(counts != counts[0]):
+            t_np = np.asarray(ts, dtype=np.float64)
+            t_steps = np.concatenate(
+                [t_np[i] + sizes[i] * np.arange(c) for i, c in enumerate(counts)])
+            h_steps = np.repeat(sizes, counts)
+            save_index = np.cumsum(counts) - 1
+            return _solve_fixed_grid(
+                f, solver, y0, jnp.asarray(t_steps, ts.dtype),
+                jnp.asarray(h_steps, ts.dtype), save_index, args, throw)
+        substeps = int(counts[0])
+    bar = _progress_bar(n, "solve") if progress else None
+    return _solve_fixed(f, solver, y0, ts, args, substeps, throw, bar)

@@ -1,0 +1,1 @@
+"""Demos run by `jaxode demo NAME`: each module has `run(out, quick) -> None`."""

@@ -1,0 +1,47 @@
+"""`jaxode demo simulate`: the competition model solved as an RNN and adaptively."""
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import plot
+from .._solve import solve
+from .._solvers import Euler
+from ..data import COMPETITION_PARAMS, COMPETITION_Y0, competition, competition_observations
+
+
+def run(out: Path, quick: bool = False) -> dict:
+    """Solve from [100, 150] with 1000 Euler steps of 0.1 (the seed's RNN) and with
+    Tsit5; print both at the observation times; save the trajectories."""
+    jax.config.update("jax_enable_x64", True)
+    args = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
+    y0 = jnp.asarray(COMPETITION_Y0)
+    steps = 1000
+    ts = jnp.linspace(0.0, 0.1 * steps, steps + 1)
+    rnn = solve(competition, y0, ts, args, solver=Euler())
+    ada = solve(competition, y0, ts, args, solver="tsit5", rtol=1e-8, atol=1e-8)
+
+    t_obs, y_obs = competition_observations()
+    idx = np.rint(t_obs / 0.1).astype(int)
+    print("Two-species competition, y0 = [100, 150]; "
+          f"Euler RNN: {steps} steps of h = 0.1; Tsit5: rtol = atol = 1e-8 "
+          f"({int(ada.stats['num_steps'])} steps, {int(ada.stats['nfe'])} f-evals)")
+    print(f"{'t':>5} | {'Euler x':>9} {'Euler y':>9} | {'Tsit5 x':>9} {'Tsit5 y':>9}"
+          f" | {'seed obs':>12}")
+    for t, i, obs in zip(t_obs, idx, y_obs):
+        e, a = np.asarray(rnn.ys[i]), np.asarray(ada.ys[i])
+        print(f"{t:5.0f} | {e[0]:9.2f} {e[1]:9.2f} | {a[0]:9.2f} {a[1]:9.2f} | "
+              f"{obs[0]:5.0f} {obs[1]:5.0f}")
+    fig = plot.trajectories(
+        [np.asarray(ts), np.asarray(ts)], [rnn.ys, ada.ys],
+        labels=["x (Euler RNN, h=0.1)", "y (Euler RNN, h=0.1)", "x (Tsit5)", "y (Tsit5)"],
+        observations=(t_obs, y_obs),
+        title="Two-species competition: the Euler RNN and an adaptive solve",
+        ylabel="population",
+    )
+    path = Path(out) / "simulate.png"
+    fig.savefig(path, dpi=120)
+    print(f"saved {path}")
+    return {"euler": rnn, "tsit5": ada}

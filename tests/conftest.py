@@ -1,0 +1,36 @@
+"""Tests run in float64: accuracy claims are checked to tight tolerances."""
+
+
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jax.tree_util as jtu  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+
+def tree_allclose(a, b, *, rtol=1e-10, atol=1e-10) -> bool:
+    """True when two pytrees have the same structure and close leaves."""
+    if jtu.tree_structure(a) != jtu.tree_structure(b):
+        return False
+    return all(
+        np.allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+        for x, y in zip(jtu.tree_leaves(a), jtu.tree_leaves(b))
+    )
+
+
+@pytest.fixture
+def getkey():
+    """A fresh PRNG key on each call, deterministic per test."""
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), 1000))
+    return lambda: next(keys)
+
+
+@pytest.fixture
+def tmp_out(tmp_path):
+    return tmp_path
+
+
+__all__ = ["tree_allclose", "jnp"]
