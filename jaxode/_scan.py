@@ -176,6 +176,11 @@ def scan(
     if truncate is not None and (int(truncate) != truncate or truncate < 1):
         raise ValueError(f"`truncate` must be an integer >= 1, got {truncate!r}.")
 
+    user_step = step
+
+    def step(carry, x):  # a plain closure: modules as steps need not be hashable
+        return user_step(carry, x)
+
     if checkpoint:
         step = jax.checkpoint(step)
     if mask is not None:

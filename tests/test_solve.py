@@ -1,0 +1,291 @@
+"""`jaxode.solve`: accuracy against scipy, gradients, transformations, bad input."""
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.integrate
+from jax.experimental import io_callback
+
+import jaxode as jo
+from conftest import tree_allclose
+from jaxode.data import COMPETITION_PARAMS, competition
+
+P = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
+Y0 = jnp.array([100.0, 150.0])
+T_OBS = jnp.array([0.0, 10.0, 15.0, 30.0, 36.0, 40.0, 42.0])
+
+
+def lotka(t, y, args):
+    a, b, c, d = args
+    return jnp.stack([a * y[0] - b * y[0] * y[1], -c * y[1] + d * y[0] * y[1]])
+
+
+LOTKA_ARGS = jnp.array([1.1, 0.4, 0.4, 0.1])
+
+
+def _scipy(f, y0, ts, args):
+    out = scipy.integrate.solve_ivp(
+        lambda t, y: np.asarray(f(t, jnp.asarray(y), args)), (ts[0], ts[-1]),
+        np.asarray(y0), method="DOP853", t_eval=np.asarray(ts), rtol=1e-12, atol=1e-12)
+    return out.y.T
+
+
+@pytest.mark.parametrize("solver", ["tsit5", "dopri5", "dopri8", "bosh3", "kvaerno5"])
+def test_adaptive_matches_scipy_dop853(solver):
+    ts = jnp.linspace(0.0, 15.0, 16)
+    y0 = jnp.array([10.0, 5.0])
+    sol = jo.solve(lotka, y0, ts, LOTKA_ARGS, solver=solver, rtol=1e-10, atol=1e-10,
+                   max_steps=100_000)
+    ref = _scipy(lotka, y0, ts, LOTKA_ARGS)
+    np.testing.assert_allclose(sol.ys, ref, rtol=1e-7, atol=1e-7)
+    assert bool(sol.ok)
+    s = {k: int(v) for k, v in sol.stats.items()}
+    assert s["num_steps"] == s["num_accepted"] + s["num_rejected"] > 0
+
+
+def test_fixed_dt_splits_intervals_and_matches_euler_grid():
+    """dt=0.1 on the seed's observation times == 420 Euler steps of 0.1."""
+    sol = jo.solve(competition, Y0, T_OBS, P, solver="euler", dt=0.1)
+    dense = jo.solve(competition, Y0, jnp.linspace(0, 42, 421), P, solver="euler")
+    np.testing.assert_allclose(sol.ys, dense.ys[np.array([0, 100, 150, 300, 360, 400,
+                                                          420])], rtol=1e-11)
+    assert int(sol.stats["num_steps"]) == 420 and int(sol.stats["nfe"]) == 420
+    # uniform intervals take the nested path: same values
+    ts = jnp.linspace(0, 42, 8)
+    a = jo.solve(competition, Y0, ts, P, solver="rk4", dt=0.1)
+    b = jo.solve(competition, Y0, jnp.linspace(0, 42, 421), P, solver="rk4")
+    np.testing.assert_allclose(a.ys, b.ys[::60], rtol=1e-11)
+
+
+@pytest.mark.parametrize("solver,dt", [("tsit5", None), ("tsit5", 0.1), ("dopri5", 0.1),
+                                       ("dopri8", None)])
+def test_nfe_is_the_number_of_calls(solver, dt):
+    calls = [0]
+
+    def count(y):
+        calls[0] += 1
+        return y
+
+    def f(t, y, args):
+        y = io_callback(count, jax.ShapeDtypeStruct(y.shape, y.dtype), y, ordered=True)
+        return -y + jnp.sin(t)
+
+    sol = jo.solve(f, jnp.array([1.0, 2.0]), jnp.linspace(0, 10, 5), solver=solver, dt=dt,
+                   rtol=1e-8, atol=1e-8)
+    jax.effects_barrier()
+    assert int(sol.stats["nfe"]) == calls[0]
+
+
+def test_fixed_step_stats():
+    sol = jo.solve(competition, Y0, jnp.linspace(0, 10, 11), P, solver="rk4")
+    assert {k: int(v) for k, v in sol.stats.items()} == {
+        "num_steps": 10, "num_accepted": 10, "num_rejected": 0, "nfe": 40}
+
+
+def test_pytree_state():
+    def f(t, y, args):
+        return {"x": y["v"], "v": -y["x"]}
+
+    ts = jnp.linspace(0, np.pi, 5)
+    sol = jo.solve(f, {"x": jnp.array(1.0), "v": jnp.array(0.0)}, ts, rtol=1e-10,
+                   atol=1e-10)
+    np.testing.assert_allclose(sol.ys["x"], np.cos(ts), atol=1e-8)
+    np.testing.assert_allclose(sol.ys["v"], -np.sin(ts), atol=1e-8)
+
+
+def test_integer_y0_is_promoted_not_truncated():
+    sol = jo.solve(lambda t, y, a: -0.5 * y, jnp.array([3, 4]), jnp.array([0.0, 1.0]))
+    assert jnp.issubdtype(sol.ys.dtype, jnp.floating)
+    np.testing.assert_allclose(sol.ys[-1], np.array([3, 4]) * np.exp(-0.5), rtol=1e-5)
+
+
+def test_single_time_returns_y0():
+    sol = jo.solve(competition, Y0, jnp.array([0.0]), P)
+    assert sol.ys.shape == (1, 2)
+    np.testing.assert_array_equal(sol.ys[0], Y0)
+
+
+# ------------------------------------------------------------------ gradients
+
+
+def _loss(args, adjoint, solver="tsit5"):
+    sol = jo.solve(lotka, jnp.array([10.0, 5.0]), jnp.linspace(0, 3, 4), args,
+                   solver=solver, rtol=1e-10, atol=1e-10, adjoint=adjoint)
+    return jnp.sum(sol.ys[1:] ** 2)
+
+
+def _central_fd(fun, x, eps=1e-6):
+    x = np.asarray(x, dtype=np.float64)
+    g = np.zeros_like(x)
+    for i in range(x.size):
+        e = np.zeros_like(x)
+        e[i] = eps * max(1.0, abs(x[i]))
+        g[i] = (float(fun(jnp.asarray(x + e))) - float(fun(jnp.asarray(x - e)))) / (
+            2 * e[i])
+    return g
+
+
+@pytest.fixture(scope="module")
+def adjoint_grads():
+    """Gradient of the same loss by every adjoint (each compiled once)."""
+    grads = {a: jax.grad(_loss)(LOTKA_ARGS, a) for a in ["recursive", "backsolve",
+                                                          "direct"]}
+    grads["forward"] = jax.jacfwd(_loss)(LOTKA_ARGS, "forward")
+    grads["fd"] = _central_fd(lambda a: _loss(a, "recursive"), LOTKA_ARGS)
+    return grads
+
+
+@pytest.mark.parametrize("adjoint", ["recursive", "backsolve", "direct", "forward"])
+def test_gradients_match_finite_differences(adjoint_grads, adjoint):
+    np.testing.assert_allclose(adjoint_grads[adjoint], adjoint_grads["fd"], rtol=2e-5)
+
+
+def test_adjoints_agree_with_each_other(adjoint_grads):
+    g = adjoint_grads
+    np.testing.assert_allclose(g["recursive"], g["direct"], rtol=1e-12)
+    np.testing.assert_allclose(g["forward"], g["recursive"], rtol=1e-9)
+    np.testing.assert_allclose(g["backsolve"], g["recursive"], rtol=1e-6)
+
+
+def test_adjoint_instance_is_accepted():
+    adj = diffrax.RecursiveCheckpointAdjoint(checkpoints=8)
+    np.testing.assert_allclose(_loss(LOTKA_ARGS, adj), _loss(LOTKA_ARGS, "recursive"),
+                               rtol=1e-13)
+
+
+def test_fixed_step_gradient_matches_finite_differences():
+    g = jax.grad(_loss)(LOTKA_ARGS, "recursive", "rk4")
+    fd = _central_fd(lambda a: _loss(a, "recursive", "rk4"), LOTKA_ARGS)
+    np.testing.assert_allclose(g, fd, rtol=1e-5)
+
+
+# ------------------------------------------------------------ transformations
+
+
+@pytest.mark.parametrize("solver", ["rk4", "tsit5"])
+def test_vmap_matches_python_loop(solver, getkey):
+    y0s = Y0 * (1 + 0.5 * jax.random.uniform(getkey(), (6, 2)))
+    ts = jnp.linspace(0, 30, 31)
+    run = lambda y0: jo.solve(competition, y0, ts, P, solver=solver).ys  # noqa: E731
+    batched = jax.vmap(run)(y0s)
+    looped = jnp.stack([run(y0) for y0 in y0s])
+    np.testing.assert_allclose(batched, looped, rtol=1e-9)
+
+
+def test_vmap_over_args_and_ok_per_element():
+    ts = jnp.linspace(0.0, 10.0, 3)
+    rates = jnp.array([0.1, 1.0, 2000.0])
+
+    def run(k):
+        sol = jo.solve(lambda t, y, k: -k * y, jnp.array(1.0), ts, k, max_steps=64,
+                       throw=False)
+        return sol.ok, sol.ys
+
+    ok, ys = jax.vmap(run)(rates)
+    # the stiff member exhausts 64 explicit steps; the others are fine
+    assert ok.tolist() == [True, True, False]
+    np.testing.assert_allclose(ys[0], np.exp(-0.1 * ts), rtol=1e-5)
+    assert not np.all(np.isfinite(ys[2][-1]))
+
+
+@pytest.mark.parametrize("solver", ["tsit5", "rk4"])
+def test_no_retrace_on_new_values(solver):
+    """A second call with new y0, ts, args and tolerances traces `f` no more."""
+    traces = [0]
+
+    def f(t, y, args):
+        traces[0] += 1  # runs only while tracing
+        return competition(t, y, args)
+
+    ts = jnp.linspace(0, 10, 11)
+    jo.solve(f, Y0, ts, P, solver=solver, rtol=1e-6, atol=1e-6)
+    first = traces[0]
+    jo.solve(f, Y0 * 1.1, ts * 1.5, {k: v * 1.01 for k, v in P.items()}, solver=solver,
+             rtol=1e-8, atol=1e-9)
+    assert first > 0 and traces[0] == first
+
+
+def test_jit_of_solve_with_traced_ts():
+    @jax.jit
+    def final(y0, ts):
+        return jo.solve(competition, y0, ts, P).ys[-1]
+
+    a = final(Y0, jnp.linspace(0, 10, 3))
+    b = jo.solve(competition, Y0, jnp.linspace(0, 10, 3), P).ys[-1]
+    np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(ts=jnp.ones((2, 2))), r"`ts` must be 1-D, got shape \(2, 2\)"),
+        (dict(ts=jnp.array([0.0, 2.0, 1.0])), r"strictly increasing; ts\[1\]=2.0"),
+        (dict(ts=jnp.array([0.0, 1.0, 1.0])), r"strictly increasing"),
+        (dict(ts=jnp.array([0.0, jnp.nan])), r"`ts` holds non-finite"),
+        (dict(y0=jnp.array([1.0, jnp.nan])), r"`y0` holds non-finite"),
+        (dict(args={**P, "r1": jnp.inf}), r"`args\['r1'\]` holds non-finite"),
+        (dict(dt=-0.1, solver="euler"), r"`dt` must be > 0, got -0.1"),
+        (dict(dt=0.0), r"`dt` must be > 0"),
+        (dict(rtol=0.0), r"`rtol` must be > 0"),
+        (dict(solver="rk45"), r"`solver`='rk45' is not one of .*bosh3.*tsit5"),
+        (dict(solver=42), r"`solver`=42 is neither"),
+        (dict(adjoint="adj"), r"`adjoint`='adj' is not one of .*backsolve"),
+        (dict(adjoint="backsolve", solver="rk4"), r"'backsolve' needs an adaptive"),
+        (dict(max_steps=0), r"`max_steps` must be a positive integer"),
+        (dict(solver=diffrax.Euler()), r"`dt` is required for the non-adaptive"),
+    ],
+)
+def test_bad_input_names_argument_and_value(kwargs, match):
+    call = dict(f=competition, y0=Y0, ts=T_OBS, args=P)
+    call.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        jo.solve(call.pop("f"), call.pop("y0"), call.pop("ts"), call.pop("args"), **call)
+
+
+def test_vector_field_of_wrong_shape_is_reported_with_both():
+    with pytest.raises(ValueError, match=r"`f` returned float64\[3\].*y0 is float64\[2\]"):
+        jo.solve(lambda t, y, a: jnp.ones(3), Y0, T_OBS)
+    with pytest.raises(ValueError, match=r"`f` returned .*float32"):
+        jo.solve(lambda t, y, a: y.astype(jnp.float32), Y0, T_OBS)
+    with pytest.raises(ValueError, match=r"`f` returned \{'a'"):
+        jo.solve(lambda t, y, a: {"a": y}, Y0, T_OBS)
+    with pytest.raises(ValueError, match=r"`f` failed when called as f\(t, y0, args\)"):
+        jo.solve(lambda t, y, a: a["missing"], Y0, T_OBS, {})
+
+
+def test_traced_non_increasing_ts_raises_at_run_time():
+    @jax.jit
+    def run(ts):
+        return jo.solve(competition, Y0, ts, P, solver="rk4").ys
+
+    with pytest.raises(Exception, match="strictly increasing"):
+        run(jnp.array([0.0, 2.0, 1.0]))
+
+
+def test_max_steps_exhausted():
+    stiff = lambda t, y, a: -1e5 * (y - jnp.cos(t))  # noqa: E731
+    ts = jnp.linspace(0.0, 1.0, 5)
+    with pytest.raises(Exception, match=r"Raise `max_steps`.*kvaerno5"):
+        jo.solve(stiff, jnp.array([0.0]), ts, max_steps=50)
+    sol = jo.solve(stiff, jnp.array([0.0]), ts, max_steps=50, throw=False)
+    assert not bool(sol.ok)
+    assert not np.all(np.isfinite(np.asarray(sol.ys[-1])))  # nothing that looks valid
+    ok = jo.solve(stiff, jnp.array([0.0]), ts, solver="kvaerno5", max_steps=200)
+    np.testing.assert_allclose(ok.ys[-1], np.cos(1.0), atol=1e-4)
+
+
+def test_nan_mid_solve_is_an_error():
+    blowup = lambda t, y, a: jnp.where(t > 0.5, jnp.nan, 1.0) * y  # noqa: E731
+    ts = jnp.linspace(0.0, 1.0, 11)
+    with pytest.raises(Exception, match="non-finite value"):
+        jo.solve(blowup, jnp.array([1.0]), ts, solver="rk4")
+    sol = jo.solve(blowup, jnp.array([1.0]), ts, solver="rk4", throw=False)
+    assert not bool(sol.ok) and np.isnan(np.asarray(sol.ys[-1])).all()
+    with pytest.raises(Exception, match="jaxode.solve"):
+        jo.solve(blowup, jnp.array([1.0]), ts, max_steps=200)
