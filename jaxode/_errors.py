@@ -81,8 +81,11 @@ def check_positive(name: str, value: Any) -> None:
 
 def describe_tree(tree: Any) -> str:
     """`tree` as structure with `shape dtype` leaves, for mismatch messages."""
+    class _Leaf(str):
+        __repr__ = str.__str__
+
     return short(
-        jtu.tree_map(lambda x: f"{jnp.dtype(x.dtype).name}{list(x.shape)}", tree),
+        jtu.tree_map(lambda x: _Leaf(f"{jnp.dtype(x.dtype).name}{list(x.shape)}"), tree),
         limit=200,
     )
 

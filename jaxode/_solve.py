@@ -144,21 +144,23 @@ def _fixed_grid(ts: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @eqx.filter_jit
-def _solve_fixed(f, solver, y0, ts, args, substeps, throw, progress):
-    """Fixed-step solve: `substeps` equal steps inside every interval of `ts`."""
+def _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, progress):
+    """Fixed-step solve: `substeps` equal steps inside every interval of `ts`.
 
-    def step(y, t_and_h):
-        t, h = t_and_h
-        return solver.step(f, t, y, h, args), None
+    `h` is the step size when every step has the same size (a traced scalar, so new
+    values do not recompile), else None and each interval computes its own. A step
+    size that is loop-invariant lets XLA fuse a whole step into one kernel; reading it
+    from the scanned inputs instead was measured 4-5x slower on a vmapped RK4.
+    """
 
     def interval(y, x):
         t0, t1, i = x
-        h = (t1 - t0) / substeps
+        hi = (t1 - t0) / substeps if h is None else h
         if substeps == 1:
-            y, _ = step(y, (t0, h))
+            y = solver.step(f, t0, y, hi, args)
         else:
-            sub_ts = t0 + h * jnp.arange(substeps, dtype=ts.dtype)
-            y, _ = scan(step, y, (sub_ts, jnp.full((substeps,), h)))
+            step = lambda y, t: (solver.step(f, t, y, hi, args), None)  # noqa: E731
+            y, _ = scan(step, y, t0 + hi * jnp.arange(substeps, dtype=ts.dtype))
         if progress is not None:
             jax.debug.callback(progress, i, ordered=True)
         return y, y
@@ -376,6 +378,8 @@ def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress):
     n = ts.shape[0] - 1
     if dt is None:
         substeps = 1
+        if is_concrete(ts):
+            spans = np.diff(np.asarray(ts, dtype=np.float64))
     else:
         if not (is_concrete(ts) and is_concrete(dt)):
             raise ValueError(
@@ -394,5 +398,9 @@ def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress):
                 f, solver, y0, jnp.asarray(t_steps, ts.dtype),
                 jnp.asarray(h_steps, ts.dtype), save_index, args, throw)
         substeps = int(counts[0])
+        spans = np.diff(np.asarray(ts, dtype=np.float64))
+    h = None
+    if is_concrete(ts) and np.allclose(spans, spans[0], rtol=1e-6, atol=0):
+        h = jnp.asarray(spans.mean() / substeps, ts.dtype)
     bar = _progress_bar(n, "solve") if progress else None
-    return _solve_fixed(f, solver, y0, ts, args, substeps, throw, bar)
+    return _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, bar)
