@@ -161,8 +161,13 @@ def _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, progress):
         else:
             step = lambda y, t: (solver.step(f, t, y, hi, args), None)  # noqa: E731
             y, _ = scan(step, y, t0 + hi * jnp.arange(substeps, dtype=ts.dtype))
-        if progress is not None:
-            jax.debug.callback(progress, i, ordered=True)
+        if progress:  # about a hundred updates, whatever the number of intervals
+            every = max(1, n // 100)
+            jax.lax.cond(
+                (i % every == 0) | (i == n - 1),
+                lambda: jax.debug.callback(_Progress.tick, i, ordered=True),
+                lambda: None,
+            )
         return y, y
 
     n = ts.shape[0] - 1
@@ -195,18 +200,29 @@ def _solve_fixed_grid(f, solver, y0, t_steps, h_steps, save_index, args, throw):
     return ys, ok, _stats(steps, steps, 0, steps * solver.stages)
 
 
-def _progress_bar(total: int, desc: str):
-    from tqdm.auto import tqdm
+class _Progress:
+    """The tqdm bar of the fixed-step solve running now. The compiled solve calls the
+    stable function `tick`, so showing a bar does not recompile anything."""
 
-    bar = tqdm(total=total, desc=desc, leave=False)
+    bar = None
 
-    def update(i):
-        bar.n = int(i) + 1
-        bar.refresh()
-        if bar.n >= total:
-            bar.close()
+    @classmethod
+    def tick(cls, i):
+        if cls.bar is not None:
+            cls.bar.n = int(i) + 1
+            cls.bar.refresh()
 
-    return update
+    @classmethod
+    def open(cls, total: int):
+        from tqdm.auto import tqdm
+
+        cls.bar = tqdm(total=total, desc="jaxode.solve", unit="interval", leave=False)
+
+    @classmethod
+    def close(cls):
+        if cls.bar is not None:
+            cls.bar.close()
+        cls.bar = None
 
 
 # ------------------------------------------------------------------- adaptive
@@ -402,5 +418,13 @@ def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress):
     h = None
     if is_concrete(ts) and np.allclose(spans, spans[0], rtol=1e-6, atol=0):
         h = jnp.asarray(spans.mean() / substeps, ts.dtype)
-    bar = _progress_bar(n, "solve") if progress else None
-    return _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, bar)
+    if not progress:
+        return _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, False)
+    _Progress.open(n)
+    try:
+        out = _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, True)
+        jax.block_until_ready(out)
+        jax.effects_barrier()
+    finally:
+        _Progress.close()
+    return out
