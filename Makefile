@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/jaxode demo simulate --out $(OUT)
 
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 bench: install-bench
 	$(BIN)/jaxode bench all
