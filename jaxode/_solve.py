@@ -329,9 +329,9 @@ def solve(
     `ts` are traced values: changing them does not recompile.
     """
     solver = _resolve_solver(solver)
-    # Host copy of concrete times: under `jax.jit`, `jnp.asarray` of a constant
-    # is a tracer, but a fixed-step grid with `dt` needs the values themselves.
-    ts_host = None if not is_concrete(ts) else np.asarray(ts, dtype=np.float64)
+    # keep a host copy of concrete times: under `jit`, `jnp.asarray` turns even a
+    # NumPy constant into a tracer, and a fixed-step grid needs the values
+    ts_host = np.asarray(ts, dtype=np.float64) if is_concrete(ts) else None
     ts = _as_float(ts)
     check_times("ts", ts)
     y0 = jtu.tree_map(_as_float, y0)
@@ -353,8 +353,8 @@ def solve(
         return Solution(ts, ys, _stats(0, 0, 0, 0), jnp.array(True))
 
     if isinstance(solver, AbstractStepper):
-        ys, ok, stats = _fixed(f, solver, y0, ts, ts_host, args, dt, adjoint, throw,
-                               progress)
+        ys, ok, stats = _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress,
+                                ts_host)
     else:
         adjoint = _resolve_adjoint(adjoint)
         dt0 = None if dt is None else jnp.asarray(dt, ts.dtype)
@@ -369,7 +369,7 @@ def solve(
     return Solution(ts, ys, stats, ok)
 
 
-def _fixed(f, solver, y0, ts, ts_host, args, dt, adjoint, throw, progress):
+def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress, ts_host=None):
     if isinstance(adjoint, diffrax.BacksolveAdjoint) or adjoint == "backsolve":
         raise ValueError(
             "`adjoint`='backsolve' needs an adaptive diffrax solver; fixed-step "
