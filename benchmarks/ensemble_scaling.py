@@ -4,8 +4,9 @@ The problem is the seed's two-species competition model, RK4 with 200 fixed step
 0.1 from random initial states, float64, saving the end state. Three parts:
 
 1. member count 1e2 ... 1e6 on one device: `jaxode.ensemble` against a batched
-   torchdiffeq RK4 (one thread each, as XLA runs a vmapped solve on one core),
-   timed alternately in this process;
+   torchdiffeq RK4, timed alternately in this process. Both may use every core:
+   XLA's CPU runtime splits the big loop fusions of one device over its intra-op
+   thread pool (one thread per core), so torch gets `torch.set_num_threads(cores)`;
 2. device count: 1 and 2 host devices (`--xla_force_host_platform_device_count`),
    each in its own process, with XLA's default threading and with single-threaded
    Eigen (`--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`);
@@ -27,8 +28,9 @@ from pathlib import Path
 STEPS, DT = 200, 0.1
 FLAGS = {
     "default": "",
-    "eigen-1-thread": "--xla_cpu_multi_thread_eigen=false "
-                      "intra_op_parallelism_threads=1",
+    # `intra_op_parallelism_threads=1`, often quoted next to this flag, is not an
+    # XLA flag: XLA_FLAGS ignores it after another flag and fails on it alone.
+    "eigen-off": "--xla_cpu_multi_thread_eigen=false",
 }
 
 
@@ -95,8 +97,25 @@ def _time(run, repeats: int) -> float:
 # ------------------------------------------------------------------ child process
 
 
+def _thread_cpu() -> dict[str, float]:
+    """CPU seconds used so far by each thread of this process (Linux only)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc/self/task").glob("*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text[text.rfind(")") + 2:].split()
+        out[stat.parent.name] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def child(n: int, repeats: int, throw: bool) -> None:
-    """Measure one configuration; XLA_FLAGS were set by the parent."""
+    """Measure one configuration; XLA_FLAGS were set by the parent.
+
+    Besides the wall time, count the CPU seconds per run and how many threads did
+    the work: these do not depend on how busy the rest of the machine is."""
     import jax
 
     run = _jaxode_runner(n, throw)
@@ -105,16 +124,19 @@ def child(n: int, repeats: int, throw: bool) -> None:
     first = time.perf_counter() - t0
     run()
     r0 = resource.getrusage(resource.RUSAGE_SELF)
-    w0 = time.perf_counter()
+    th0 = _thread_cpu() if Path("/proc/self/task").is_dir() else {}
     best = _time(run, repeats)
-    wall = time.perf_counter() - w0
     r1 = resource.getrusage(resource.RUSAGE_SELF)
+    th1 = _thread_cpu() if th0 else {}
+    used = sorted((th1[k] - th0.get(k, 0.0) for k in th1), reverse=True)
+    busy = sum(1 for u in used if used and u > 0.25 * used[0])
     print(json.dumps({
         "devices": len(jax.devices()), "n": n, "best": best, "compile": first - best,
-        "user_per_wall": (r1.ru_utime - r0.ru_utime) / wall,
-        "sys_per_wall": (r1.ru_stime - r0.ru_stime) / wall,
-        "threads": len(os.listdir("/proc/self/task")) if Path("/proc/self/task").is_dir()
-        else -1,
+        "cpu_per_run": (r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+        / repeats,
+        "sys_share": (r1.ru_stime - r0.ru_stime)
+        / max(1e-9, r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime),
+        "busy_threads": busy if th0 else -1,
     }))
 
 
@@ -160,11 +182,12 @@ def main() -> None:
     try:
         import torch
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(os.cpu_count() or 1)
     except ImportError:
         have_torch = False
     print(f"\n1) members/s vs member count on {len(jax.devices())} device "
-          "(jaxode and torchdiffeq timed alternately, min over repeats)")
+          f"(jaxode and torchdiffeq with {os.cpu_count()} threads, timed alternately, "
+          "min over repeats)")
     print(f"{'members':>9} | {'compile s':>9} | {'jaxode s':>9} | {'members/s':>11} | "
           f"{'torch s':>9} | {'members/s':>11} | ratio")
     sweep = []
@@ -193,36 +216,39 @@ def main() -> None:
               "the previous count): per-call overhead no longer matters")
 
     # 2. device count, each configuration in its own process
-    n_dev = 10_000 if ns.quick else 200_000
-    print(f"\n2) {n_dev} members on 1 and 2 host devices, each in its own process "
-          "(min over repeats; CPU = user and system seconds per wall second)")
-    print(f"{'flags':<15} | {'devices':>7} | {'throw':>5} | {'s':>8} | {'members/s':>10}"
-          f" | {'speed-up':>8} | {'user':>5} | {'sys':>5} | threads")
+    sizes = [10_000] if ns.quick else [10_000, 200_000]
+    print("\n2) 1 and 2 host devices, each configuration in its own process (min "
+          "over repeats; CPU s = user + system seconds per run; busy = threads that "
+          "did at least a quarter of the busiest thread's work)")
+    print(f"{'members':>8} | {'flags':<10} | {'devices':>7} | {'throw':>5} | "
+          f"{'s':>8} | {'members/s':>10} | {'speed-up':>8} | {'CPU s':>6} | "
+          f"{'sys %':>5} | busy")
     base, dev = {}, []
-    configs = [(flag, d, False) for flag in FLAGS for d in (1, 2)]
-    configs += [("default", 2, True)]
-    for flag, d, throw in configs:
+    configs = [(n_dev, flag, d, False) for n_dev in sizes for flag in FLAGS
+               for d in (1, 2)]
+    configs += [(sizes[-1], "default", 2, True)]
+    for n_dev, flag, d, throw in configs:
         r = _spawn(d, FLAGS[flag], n_dev, repeats, throw)
         if d == 1:
-            base[flag] = r["best"]
-        speed = base.get(flag, float("nan")) / r["best"]
-        dev.append((flag, d, throw, r, speed))
-        print(f"{flag:<15} | {d:>7} | {str(throw):>5} | {r['best']:8.4f} | "
-              f"{n_dev / r['best']:10.3g} | {speed:8.2f} | "
-              f"{r['user_per_wall']:5.2f} | {r['sys_per_wall']:5.2f} | {r['threads']}",
-              flush=True)
+            base[n_dev, flag] = r["best"]
+        speed = base.get((n_dev, flag), float("nan")) / r["best"]
+        dev.append((n_dev, flag, d, throw, r, speed))
+        print(f"{n_dev:>8} | {flag:<10} | {d:>7} | {str(throw):>5} | "
+              f"{r['best']:8.4f} | {n_dev / r['best']:10.3g} | {speed:8.2f} | "
+              f"{r['cpu_per_run']:6.3f} | {100 * r['sys_share']:5.1f} | "
+              f"{r['busy_threads']}", flush=True)
 
     print("\n| benchmark | jaxode | peer | ratio |")
     print("|---|---|---|---|")
     for n, _, bj, bt in sweep:
         print(f"| ensemble RK4 {STEPS} steps, {n:.0e} members, 1 device (members/s; "
-              f"peer torchdiffeq, 1 thread) | {n / bj:.3g} | {n / bt:.3g} | "
+              f"peer torchdiffeq, {os.cpu_count()} threads) | {n / bj:.3g} | {n / bt:.3g} | "
               f"{bt / bj:.2f} |")
-    for flag, d, throw, r, speed in dev:
+    for n_dev, flag, d, throw, r, speed in dev:
         if d == 2:
             print(f"| ensemble {n_dev:.0e} members, 2 vs 1 host devices, XLA {flag}"
                   f"{', throw=True' if throw else ''} (members/s; peer = 1 device) | "
-                  f"{n_dev / r['best']:.3g} | {n_dev / base[flag]:.3g} | "
+                  f"{n_dev / r['best']:.3g} | {n_dev / base[n_dev, flag]:.3g} | "
                   f"{speed:.2f} |")
 
 
