@@ -85,9 +85,10 @@ def _members(name: str, tree: Any) -> list[tuple[str, int]]:
     for path, leaf in jtu.tree_flatten_with_path(tree)[0]:
         where = f"{name}{jtu.keystr(path)}"
         if not eqx.is_array(leaf):
+            why = ("is marked as per-member but is" if name == "args" else "is")
             raise ValueError(
-                f"`{where}` is marked as per-member but is {short(leaf)}, not an "
-                "array with a leading member axis."
+                f"`{where}` {why} {short(leaf)}, not an array with a leading member "
+                "axis (convert lists with np.asarray)."
             )
         if jnp.ndim(leaf) == 0:
             raise ValueError(

@@ -119,6 +119,8 @@ def test_bad_input():
                     member_args={k: k == "r1" for k in ARGS})
     with pytest.raises(ValueError, match="member axes disagree"):
         jo.ensemble(lambda t, y, a: y, {"a": jnp.ones(3), "b": jnp.ones(2)}, TS)
+    with pytest.raises(ValueError, match=r"`y0s\[0\]\[0\]` is 1.0, not an array"):
+        jo.ensemble(competition, [[1.0, 2.0]], TS, ARGS)
     with pytest.raises(ValueError, match="ensemble is empty"):
         jo.ensemble(competition, jnp.zeros((0, 2)), TS, ARGS)
     with pytest.raises(ValueError, match="`devices` must hold jax devices.*'cpu'"):
