@@ -97,9 +97,11 @@ def phase_portrait(
     u, v = (np.asarray(field[:, i]).reshape(mx.shape) for i in range(2))
     speed = np.hypot(u, v)
     fig, ax = plt.subplots(figsize=(6, 5.2), layout="constrained")
-    norm = matplotlib.colors.Normalize(vmin=-0.4 * speed.max(), vmax=speed.max())
-    stream = ax.streamplot(gx, gy, u, v, color=speed, cmap="Blues", norm=norm,
-                           density=1.2, linewidth=0.8, arrowsize=0.9)
+    # the upper part of "Blues": slow regions stay visible on white
+    cmap = matplotlib.colors.LinearSegmentedColormap.from_list(
+        "speed", plt.get_cmap("Blues")(np.linspace(0.3, 1.0, 256)))
+    stream = ax.streamplot(gx, gy, u, v, color=speed, cmap=cmap, density=1.2,
+                           linewidth=0.8, arrowsize=0.9)
     fig.colorbar(stream.lines, ax=ax, label="speed |f|", shrink=0.8)
     if trajectories is not None:
         paths = np.asarray(trajectories)

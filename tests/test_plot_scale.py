@@ -23,7 +23,9 @@ def test_phase_portrait_field_and_trajectories():
     np.testing.assert_allclose(lines[1].get_ydata(), paths[1, :, 1])
     assert ax.get_xlim() == (-1.5, 1.5) and ax.get_title() == "rotation"
     # colour bar: |f| = 2 r on the grid, largest at the corners, 2 * 1.5 * sqrt(2)
-    assert fig.axes[1].get_ylim()[1] == pytest.approx(2 * 1.5 * np.sqrt(2), rel=1e-6)
+    low, high = fig.axes[1].get_ylim()
+    assert high == pytest.approx(2 * 1.5 * np.sqrt(2), rel=1e-6)
+    assert low == pytest.approx(2 * np.hypot(*[1.5 - 3 / 11 * 5] * 2), rel=1e-6)
 
 
 def test_phase_portrait_bad_trajectories():
