@@ -13,6 +13,15 @@ The problem is the seed's two-species competition model, RK4 with 200 fixed step
    user and system CPU time are reported next to the wall time;
 3. a final markdown table row per measurement.
 
+What holds two host devices back (jaxlib 0.10.2, 2 cores): not communication (a
+fixed-step ensemble has no collective inside its time loop) and not spinning (system
+time stays under 10% of CPU time), but the baseline: from about 1e4 members, ONE
+device already splits each loop fusion of the vmapped RK4 step over XLA's intra-op
+pool, one thread per core, so two host devices share the same two cores and the
+CPU seconds per member stay the same. The `busy` and `CPU s` columns show this
+independently of the load on the machine. Below that size a device runs on one
+thread, but the run is then dominated by per-call overhead.
+
 Run `python benchmarks/ensemble_scaling.py` (several minutes) or with `--quick`.
 """
 
