@@ -1,8 +1,14 @@
-"""The `jaxode` command: `jaxode demo NAME`, `jaxode bench NAME`."""
+"""The `jaxode` command: `jaxode demo NAME`, `jaxode bench [NAME|all]`."""
 
 import argparse
+import datetime
 import importlib
+import importlib.metadata
+import os
+import platform
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 # name -> (module under jaxode.demos, one-line description)
@@ -11,27 +17,189 @@ DEMOS: dict[str, tuple[str, str]] = {
                  "adaptively"),
 }
 
+_VERSIONS = ("jax", "jaxlib", "diffrax", "equinox", "optax", "numpy", "torch",
+             "torchdiffeq", "scipy")
+
+
+def benchmarks_dir() -> Path:
+    """`benchmarks/` of the source tree this package runs from (a git checkout,
+    installed with `pip install -e .`)."""
+    return Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def bench_names(directory: Path) -> list[str]:
+    """Benchmark names: the `*.py` scripts of `directory`, without `.py`."""
+    return sorted(p.stem for p in directory.glob("*.py") if not p.name.startswith("_"))
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jaxode",
         description="jaxode: differentiable simulation in JAX. An RNN and an ODE "
         "solver are the same step function.",
+        epilog="Start with `jaxode demo simulate --quick`, then "
+        "`jaxode demo NAME --help` or `jaxode bench --help`.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
         help="run a demo: prints its results and saves its figures",
-        description="Run a demo. Available demos:\n" + "\n".join(
+        description="Run a demo: it prints a table of results and saves its figures "
+        "as PNG files in --out. Available demos:\n" + "\n".join(
             f"  {name:<16}{desc}" for name, (_, desc) in DEMOS.items()),
+        epilog="example: jaxode demo simulate --quick --out figures",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument("name", metavar="NAME", help=f"one of: {', '.join(DEMOS)}")
     demo.add_argument("--out", type=Path, default=Path("out"),
-                      help="directory for the figures (default: ./out)")
+                      help="directory for the figures, created if missing "
+                      "(default: ./out)")
     demo.add_argument("--quick", action="store_true",
-                      help="a short run (fewer steps and smaller sizes)")
+                      help="a short run (fewer steps and smaller sizes), well under "
+                      "a minute")
+
+    bench = sub.add_parser(
+        "bench",
+        help="run benchmark scripts and write benchmarks/RESULTS.md",
+        description="Run the scripts in benchmarks/ (each in its own process, "
+        "jaxode and its peer timed in that process), print their output, and "
+        "write their result rows, the machine, the versions and the date to a "
+        "markdown file. Needs a source checkout: `git clone` the repository and "
+        "`pip install -e '.[bench]'` (torch and torchdiffeq are the peers).",
+        epilog="examples: jaxode bench all --quick (a smoke run in a minute or "
+        "two); jaxode bench ensemble_scaling",
+    )
+    bench.add_argument("name", metavar="NAME", nargs="?", default="all",
+                       help="a benchmark (a file name in benchmarks/ without .py), "
+                       "or `all` (default)")
+    bench.add_argument("--quick", action="store_true",
+                       help="pass --quick to each script: tiny sizes, a smoke run "
+                       "whose timings are not meaningful")
+    bench.add_argument("--results", type=Path, default=None,
+                       help="where to write the markdown results "
+                       "(default: benchmarks/RESULTS.md)")
+    bench.add_argument("--dir", type=Path, default=None,
+                       help="the benchmarks directory (default: benchmarks/ of "
+                       "the source tree jaxode is installed from)")
     return parser
+
+
+def _fail(message: str) -> int:
+    print(f"jaxode: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _table_rows(output: str) -> list[str]:
+    """The data rows of the markdown tables in a script's output (header rows,
+    the ones followed by a `|---|` separator, and separators are left out)."""
+    lines = [ln.strip() for ln in output.splitlines()]
+    is_row = [ln.startswith("|") and ln.endswith("|") and len(ln) > 1 for ln in lines]
+    is_sep = [r and set(ln) <= set("|-: ") for r, ln in zip(is_row, lines)]
+    rows = []
+    for i, ln in enumerate(lines):
+        header = i + 1 < len(lines) and is_sep[i + 1]
+        if is_row[i] and not is_sep[i] and not header:
+            rows.append(ln)
+    return rows
+
+
+def _run_script(path: Path, quick: bool) -> tuple[int, str, float]:
+    """Run one benchmark script, echo its output live, return (code, output, s)."""
+    cmd = [sys.executable, str(path)] + (["--quick"] if quick else [])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=path.parent.parent, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write("    " + line)
+        sys.stdout.flush()
+        out.append(line)
+    code = proc.wait()
+    return code, "".join(out), time.perf_counter() - start
+
+
+def _machine() -> list[str]:
+    try:
+        load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        load = "unknown"
+    cpu = platform.processor() or platform.machine()
+    try:  # the model name is more telling than the architecture on Linux
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return [f"- machine: {platform.platform()}, {cpu}, {os.cpu_count()} logical CPUs",
+            f"- load average (1, 5, 15 min) at the start: {load}",
+            f"- python {platform.python_version()}"]
+
+
+def _versions() -> str:
+    parts = []
+    for name in _VERSIONS:
+        try:
+            parts.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    return "- versions: " + ", ".join(parts)
+
+
+def _bench(ns: argparse.Namespace) -> int:
+    directory = (ns.dir or benchmarks_dir()).resolve()
+    if not directory.is_dir():
+        return _fail(
+            f"no benchmarks directory at {directory}; `jaxode bench` runs the "
+            "scripts of a source checkout (git clone the repository, then "
+            "pip install -e '.[bench]')")
+    names = bench_names(directory)
+    if not names:
+        return _fail(f"no benchmark scripts (*.py) in {directory}")
+    if ns.name != "all" and ns.name not in names:
+        return _fail(f"unknown benchmark {ns.name!r}; valid benchmarks: all, "
+                     f"{', '.join(names)}")
+    chosen = names if ns.name == "all" else [ns.name]
+    header = _machine() + [_versions()]
+    started = datetime.datetime.now(datetime.timezone.utc)
+    rows, status = [], []
+    for i, name in enumerate(chosen, 1):
+        print(f"[{i}/{len(chosen)}] benchmarks/{name}.py"
+              + (" --quick" if ns.quick else ""), flush=True)
+        code, output, seconds = _run_script(directory / f"{name}.py", ns.quick)
+        found = _table_rows(output)
+        rows += found
+        verdict = "ok" if code == 0 else f"FAILED (exit code {code})"
+        status.append(f"| {name} | {verdict} | {len(found)} | {seconds:.0f} |")
+        print(f"[{i}/{len(chosen)}] {name}: {verdict}, {len(found)} result rows, "
+              f"{seconds:.0f} s", flush=True)
+    command = "jaxode bench " + ns.name + (" --quick" if ns.quick else "")
+    text = [
+        "# Benchmark results",
+        "",
+        f"Written by `{command}` on {started:%Y-%m-%d %H:%M} UTC."
+        + (" A --quick smoke run: tiny sizes, timings not meaningful." if ns.quick
+           else ""),
+        "",
+        *header,
+        "",
+        "| benchmark | jaxode | peer | ratio |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+        "| script | status | rows | wall time (s) |",
+        "|---|---|---|---|",
+        *status,
+        "",
+    ]
+    results = ns.results or directory / "RESULTS.md"
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text("\n".join(text))
+    print(f"wrote {results}")
+    failed = [s for s in status if "FAILED" in s]
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,11 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     if ns.command == "demo":
         if ns.name not in DEMOS:
-            parser.error(
-                f"unknown demo {ns.name!r}; valid demos: {', '.join(DEMOS)}")
+            return _fail(f"unknown demo {ns.name!r}; valid demos: {', '.join(DEMOS)}")
         module = importlib.import_module(f"jaxode.demos.{DEMOS[ns.name][0]}")
         ns.out.mkdir(parents=True, exist_ok=True)
         module.run(out=ns.out, quick=ns.quick)
+    elif ns.command == "bench":
+        return _bench(ns)
     return 0
 
 

@@ -59,3 +59,92 @@ def trajectories(
         ax.legend(frameon=False)
     ax.grid(alpha=0.3)
     return fig
+
+
+# ----- scale-out and the front door (phase portraits, loss curves)
+
+
+def phase_portrait(
+    f,
+    args=None,
+    *,
+    xlim: tuple[float, float],
+    ylim: tuple[float, float],
+    trajectories=None,
+    t: float = 0.0,
+    grid: int = 30,
+    labels: Sequence[str] = ("x", "y"),
+    title: str = "",
+) -> Figure:
+    """Trajectories of a planar system drawn over its vector field.
+
+    - `f`: vector field `f(t, y, args)` of a state of shape `(2,)`.
+    - `xlim`, `ylim`: the window `(low, high)` on each axis.
+    - `trajectories`: optional array of shape `(members, time, 2)` (for example
+      `jaxode.ensemble(...).ys`), drawn as lines from a dot at the start.
+    - `t`: the time at which `f` is evaluated (for non-autonomous systems).
+    - `grid`: points per axis of the streamplot grid; the colour is the speed
+      `|f|`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    gx = np.linspace(*xlim, grid)
+    gy = np.linspace(*ylim, grid)
+    mx, my = np.meshgrid(gx, gy)
+    states = jnp.stack([mx.ravel(), my.ravel()], axis=-1)
+    field = jax.vmap(lambda y: f(t, y, args))(states)
+    u, v = (np.asarray(field[:, i]).reshape(mx.shape) for i in range(2))
+    speed = np.hypot(u, v)
+    fig, ax = plt.subplots(figsize=(6, 5.2), layout="constrained")
+    # the upper part of "Blues": slow regions stay visible on white
+    cmap = matplotlib.colors.LinearSegmentedColormap.from_list(
+        "speed", plt.get_cmap("Blues")(np.linspace(0.3, 1.0, 256)))
+    stream = ax.streamplot(gx, gy, u, v, color=speed, cmap=cmap, density=1.2,
+                           linewidth=0.8, arrowsize=0.9)
+    fig.colorbar(stream.lines, ax=ax, label="speed |f|", shrink=0.8)
+    if trajectories is not None:
+        paths = np.asarray(trajectories)
+        if paths.ndim != 3 or paths.shape[-1] != 2:
+            raise ValueError(
+                f"`trajectories` must have shape (members, time, 2), got {paths.shape}."
+            )
+        for path in paths:
+            ax.plot(path[:, 0], path[:, 1], "-", color="tab:red", lw=1.3, alpha=0.85)
+            ax.plot(path[0, 0], path[0, 1], "o", color="tab:red", ms=3.5)
+            ax.plot(path[-1, 0], path[-1, 1], "s", color="black", ms=3.5)
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_xlabel(labels[0])
+    ax.set_ylabel(labels[1])
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def losses(history, *, title: str = "", xlabel: str = "step",
+           ylabel: str = "loss") -> Figure:
+    """Loss curves against the step.
+
+    - `history`: a 1-D array of losses, or a dict `name -> 1-D array` for several
+      curves (e.g. `{"train": ..., "validation": ...}`). The y axis is logarithmic
+      when every value is positive. Non-finite values are left out of the axis range.
+    """
+    curves = history if isinstance(history, dict) else {"loss": history}
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    positive = True
+    for name, values in curves.items():
+        values = np.asarray(values, dtype=float).reshape(-1)
+        finite = values[np.isfinite(values)]
+        positive = positive and finite.size > 0 and bool(np.all(finite > 0))
+        ax.plot(np.arange(values.size), values, label=name, lw=1.4)
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if len(curves) > 1:
+        ax.legend(frameon=False)
+    ax.grid(alpha=0.3, which="both")
+    return fig

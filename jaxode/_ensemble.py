@@ -1,0 +1,268 @@
+"""`ensemble`: one `solve` per member, batched with `vmap` and sharded over devices.
+
+The members (initial conditions and, optionally, parameters) share the leading axis.
+The batch runs as one compiled program whose member axis is split over a 1-D
+`jax.sharding.Mesh`; under `jax.distributed` that mesh spans every process, so the
+same call scales from one CPU core to several hosts.
+"""
+
+from collections.abc import Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from ._errors import check_finite, check_times, is_concrete, short
+from ._solve import Solution, _resolve_solver, solve
+from ._solvers import AbstractStepper
+from ._types import Args, VectorField, Y
+
+__all__ = ["ensemble", "member_mesh"]
+
+AXIS = "members"
+
+
+def _check_devices(devices: Any) -> list:
+    if devices is None:
+        return list(jax.devices())
+    if isinstance(devices, jax.Device):
+        raise ValueError(
+            f"`devices` must be a list of jax devices, got the single device "
+            f"{devices!r}; pass [{devices!r}]."
+        )
+    if isinstance(devices, np.ndarray):
+        devices = devices.reshape(-1).tolist()
+    if not isinstance(devices, Sequence) or isinstance(devices, (str, bytes)):
+        raise ValueError(
+            f"`devices` must be a list of jax devices (e.g. jax.devices()), got "
+            f"{short(devices)}."
+        )
+    devices = list(devices)
+    if not devices:
+        raise ValueError("`devices` is empty; pass at least one jax device.")
+    bad = [d for d in devices if not isinstance(d, jax.Device)]
+    if bad:
+        raise ValueError(
+            f"`devices` must hold jax devices (from jax.devices()), but it holds "
+            f"{short(bad[0])} of type {type(bad[0]).__name__}."
+        )
+    if len(set(devices)) != len(devices):
+        raise ValueError(f"`devices` lists a device twice: {short(devices)}.")
+    return devices
+
+
+def member_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The 1-D mesh `ensemble` shards over; its one axis is named `"members"`.
+
+    **Arguments:**
+
+    - `devices`: a list of jax devices; `None` takes `jax.devices()` (every device of
+      every process under `jax.distributed`).
+
+    **Returns:** a `jax.sharding.Mesh` of shape `(len(devices),)`.
+
+    **Raises:** `ValueError` when `devices` is not a non-empty list of distinct jax
+    devices.
+    """
+    return Mesh(np.array(_check_devices(devices), dtype=object), (AXIS,))
+
+
+def _as_float_host(x: Any) -> Any:
+    """Host copy of a concrete leaf, promoted to floating point like `solve` does."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.inexact):
+        x = x.astype(jnp.result_type(float))
+    return x
+
+
+def _members(name: str, tree: Any) -> list[tuple[str, int]]:
+    """`(path, leading size)` of every leaf of a pytree that carries a member axis."""
+    out = []
+    for path, leaf in jtu.tree_flatten_with_path(tree)[0]:
+        where = f"{name}{jtu.keystr(path)}"
+        if not eqx.is_array(leaf):
+            why = ("is marked as per-member but is" if name == "args" else "is")
+            raise ValueError(
+                f"`{where}` {why} {short(leaf)}, not an array with a leading member "
+                "axis (convert lists with np.asarray)."
+            )
+        if jnp.ndim(leaf) == 0:
+            raise ValueError(
+                f"`{where}` must have a leading member axis, got a scalar "
+                f"{short(leaf)}."
+            )
+        out.append((where, int(jnp.shape(leaf)[0])))
+    return out
+
+
+def _pad_host(x: np.ndarray, padded: int) -> np.ndarray:
+    """Repeat the last member so the member axis has length `padded`."""
+    extra = padded - x.shape[0]
+    if extra == 0:
+        return x
+    return np.concatenate([x, np.repeat(x[-1:], extra, axis=0)], axis=0)
+
+
+def _pad_traced(x: jax.Array, padded: int) -> jax.Array:
+    extra = padded - x.shape[0]
+    if extra == 0:
+        return x
+    return jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)], axis=0)
+
+
+def _place(x: Any, sharding: NamedSharding, padded: int | None) -> Any:
+    """Put one concrete leaf on the mesh: split over members (after padding) when
+    `padded` is given, replicated otherwise. Each device receives only its own slice,
+    so the same call works when the mesh spans several processes."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        # Already a global array (multi-process): it cannot be padded on the host.
+        if padded is not None and x.shape[0] != padded:
+            raise ValueError(
+                f"a global (multi-process) input with {x.shape[0]} members cannot be "
+                f"padded to {padded}; use a member count divisible by the "
+                f"{sharding.mesh.size} devices, or pass host arrays."
+            )
+        return x
+    host = _as_float_host(x) if padded is not None else np.asarray(x)
+    if padded is not None:
+        host = _pad_host(host, padded)
+    return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+@eqx.filter_jit
+def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
+    """The one compiled program: pad, shard, vmap `solve`, drop the padding."""
+    split = NamedSharding(mesh, PartitionSpec(AXIS))
+    padded = -(-n // mesh.size) * mesh.size
+    if static_ts is not None:
+        ts = np.asarray(static_ts)
+    y0s = jtu.tree_map(lambda a: _pad_traced(a, padded), y0s)
+    mapped = jtu.tree_map(lambda a: _pad_traced(a, padded), mapped)
+    y0s, mapped = jax.lax.with_sharding_constraint((y0s, mapped), split)
+
+    def one(y0, member_args):
+        sol = solve(f, y0, ts, eqx.combine(member_args, shared), **kwargs)
+        return sol.ys, sol.stats, sol.ok
+
+    ys, stats, ok = jax.vmap(one)(y0s, mapped)
+    ys, stats, ok = jax.lax.with_sharding_constraint((ys, stats, ok), split)
+    if padded != n:
+        ys, stats, ok = jtu.tree_map(lambda a: a[:n], (ys, stats, ok))
+    return Solution(jnp.asarray(ts), ys, stats, ok)
+
+
+def ensemble(
+    f: VectorField,
+    y0s: Y,
+    ts: Any,
+    args: Args = None,
+    *,
+    member_args: Any = False,
+    devices: Sequence[jax.Device] | None = None,
+    **solve_kwargs: Any,
+) -> Solution:
+    """Solve `dy/dt = f(t, y, args)` for many members at once, sharded over devices.
+
+    Member `i` starts from `y0s[i]` (every leaf of `y0s` indexed on its leading
+    axis) and uses `args`, or its own slice of `args` where `member_args` says so.
+    All members run as one compiled program — `jax.vmap` of `jaxode.solve` — whose
+    member axis is split over a 1-D mesh of `devices`. When the member count does
+    not divide by the number of devices, the last member is repeated to fill the
+    mesh and the repeats are dropped from the result.
+
+    **Arguments:**
+
+    - `f`: vector field `f(t, y, args)`, as for `solve` (written for ONE member).
+    - `y0s`: initial states, a pytree whose leaves all have the member count as
+      leading axis.
+    - `ts`: 1-D save times, shared by all members.
+    - `args`: passed to `f`; shared by all members unless `member_args` marks it.
+    - `member_args`: `True` when every leaf of `args` has a leading member axis; a
+      pytree prefix of `args` of booleans to mark some leaves (e.g.
+      `{"r1": True, "r2": False}`); `False` (default) to share `args`.
+    - `devices`: a list of jax devices for the mesh; `None` (default) uses
+      `jax.devices()`, which under `jax.distributed.initialize` spans every process.
+    - `**solve_kwargs`: `solver`, `dt`, `rtol`, `atol`, `adjoint`, `max_steps`,
+      `throw`, as for `solve`.
+
+    **Returns:** a `Solution` with `sol.ts` of shape `(time,)` and, per member,
+    `sol.ys` leaves of shape `(members, time, *state)`, `sol.stats[k]` and `sol.ok`
+    of shape `(members,)`. When the member count divides by the number of devices
+    the outputs stay split over the mesh (`sol.ys.sharding`); otherwise they are
+    gathered (replicated) after the padding is dropped. Under `jax.distributed`
+    the outputs are global arrays: use
+    `jax.experimental.multihost_utils.process_allgather` to read them on every host.
+
+    **Raises:** `ValueError` when the member axes of `y0s` and `args` disagree, the
+    ensemble is empty, `devices` is not a list of jax devices, or a `solve` argument
+    is bad (the message names the argument and the value).
+
+    Works inside `jax.jit` and `jax.grad`; values of `y0s`, `args`, `ts`, `rtol` and
+    `atol` can change without recompiling.
+    """
+    mesh = member_mesh(devices)
+    if solve_kwargs.get("progress"):
+        raise ValueError("`progress`=True is not supported by `ensemble`; the "
+                         "members run in one program without a per-member bar.")
+    leaves = jtu.tree_leaves(y0s)
+    if not leaves:
+        raise ValueError(f"`y0s` holds no arrays: {short(y0s)}.")
+    try:
+        mapped, shared = eqx.partition(args, member_args)
+    except (ValueError, TypeError) as e:
+        raise ValueError(
+            f"`member_args`={short(member_args)} must be a bool or a pytree prefix "
+            f"of `args` made of bools: {e}"
+        ) from e
+    sizes = _members("y0s", y0s) + _members("args", mapped)
+    n = sizes[0][1]
+    for where, size in sizes:
+        if size != n:
+            raise ValueError(
+                f"member axes disagree: `{sizes[0][0]}` has {n} members but "
+                f"`{where}` has {size}; every per-member leaf needs the same "
+                "leading size."
+            )
+    if n == 0:
+        raise ValueError("the ensemble is empty: `y0s` has 0 members (leading axis "
+                         "of length 0); pass at least one initial state.")
+
+    ts = jnp.asarray(ts) if not isinstance(ts, jax.core.Tracer) else ts
+    if not jnp.issubdtype(ts.dtype, jnp.inexact):
+        ts = ts.astype(jnp.result_type(float))
+    check_times("ts", ts)
+    check_finite("y0s", y0s)
+    check_finite("args", jtu.tree_map(
+        lambda a: a if eqx.is_array_like(a) else None, args))
+
+    kwargs = dict(solve_kwargs)
+    for name in ("rtol", "atol"):  # traced, so new tolerances do not recompile
+        if name in kwargs and isinstance(kwargs[name], (int, float)):
+            if kwargs[name] <= 0:
+                raise ValueError(f"`{name}` must be > 0, got {kwargs[name]!r}.")
+            kwargs[name] = jnp.asarray(kwargs[name], ts.dtype)
+    static_ts = None
+    solver = _resolve_solver(kwargs.get("solver", "tsit5"))
+    if isinstance(solver, AbstractStepper) and kwargs.get("dt") is not None:
+        if not is_concrete(ts):
+            raise ValueError(
+                "a fixed-step ensemble with `dt` needs concrete `ts` (the number of "
+                "steps sets array shapes); pass them as constants or use dt=None.")
+        static_ts = tuple(np.asarray(ts).tolist())  # shapes depend on the values
+
+    if is_concrete((y0s, mapped)):
+        padded = -(-n // mesh.size) * mesh.size
+        split = NamedSharding(mesh, PartitionSpec(AXIS))
+        whole = NamedSharding(mesh, PartitionSpec())
+        y0s = jtu.tree_map(lambda a: _place(a, split, padded), y0s)
+        mapped = jtu.tree_map(lambda a: _place(a, split, padded), mapped)
+        shared = jtu.tree_map(
+            lambda a: _place(a, whole, None) if eqx.is_array(a) and is_concrete(a) else a,
+            shared)
+        if is_concrete(ts):
+            ts = _place(ts, whole, None)
+    return _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs)

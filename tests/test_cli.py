@@ -1,0 +1,107 @@
+"""The `jaxode` command: help texts, bad names, every demo's --quick run, bench."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from jaxode import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _jaxode(*argv, cwd=None, timeout=300):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "jaxode.cli", *argv], env=env,
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.mark.parametrize("argv", [[], ["demo"], ["bench"]])
+def test_help(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([*argv, "--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: jaxode" in text
+    if argv == ["demo"]:
+        for name in cli.DEMOS:
+            assert name in text
+        assert "--quick" in text and "--out" in text and "example:" in text
+    if argv == ["bench"]:
+        assert "RESULTS.md" in text and "--quick" in text and "all" in text
+
+
+def test_unknown_demo_lists_valid_names(capsys):
+    assert cli.main(["demo", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "unknown demo 'nope'" in err and ", ".join(cli.DEMOS) in err
+
+
+def test_unknown_bench_lists_valid_names(capsys):
+    assert cli.main(["bench", "nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "unknown benchmark 'nope'" in err
+    assert "ensemble_scaling" in err and "all" in err
+
+
+def test_bench_without_directory(tmp_path, capsys):
+    assert cli.main(["bench", "--dir", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert "no benchmarks directory" in err and "pip install -e" in err
+
+
+def test_bench_collects_rows(tmp_path, capsys):
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "toy.py").write_text(
+        "import sys\n"
+        "quick = '--quick' in sys.argv\n"
+        "print('timing...')\n"
+        "print('| benchmark | jaxode | peer | ratio |')\n"
+        "print('|---|---|---|---|')\n"
+        "print(f'| toy quick={quick} | 1.0 ms | 2.0 ms | 2.00 |')\n")
+    (bench / "broken.py").write_text("raise SystemExit(3)\n")
+    results = tmp_path / "R.md"
+    code = cli.main(["bench", "all", "--quick", "--dir", str(bench), "--results",
+                     str(results)])
+    assert code == 1  # one script failed
+    text = results.read_text()
+    assert "| toy quick=True | 1.0 ms | 2.0 ms | 2.00 |" in text
+    assert text.count("| benchmark | jaxode | peer | ratio |") == 1
+    assert "| broken | FAILED (exit code 3) | 0 |" in text
+    assert "- versions: jax " in text and "- machine: " in text
+    assert "`jaxode bench all --quick`" in text
+    assert "timing..." in capsys.readouterr().out  # the script's output is shown
+    assert cli.main(["bench", "toy", "--dir", str(bench), "--results",
+                     str(results)]) == 0
+    assert "| toy quick=False |" in results.read_text()
+
+
+def test_table_rows_skip_headers_and_separators():
+    out = "x\n| a | b |\n|:--|--:|\n| 1 | 2 |\n| 3 | 4 |\nend | 5 |\n"
+    assert cli._table_rows(out) == ["| 1 | 2 |", "| 3 | 4 |"]
+
+
+@pytest.mark.parametrize("name", list(cli.DEMOS))
+def test_demo_quick_writes_pngs(name, tmp_path):
+    res = _jaxode("demo", name, "--quick", "--out", str(tmp_path / "out"))
+    assert res.returncode == 0, res.stderr[-3000:]
+    pngs = sorted((tmp_path / "out").glob("*.png"))
+    assert pngs, f"demo {name} wrote no PNG"
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+        assert str(png) in res.stdout  # the demo says where it saved each figure
+    if name == "simulate":
+        assert {p.name for p in pngs} == {"simulate.png", "simulate_phase.png"}
+        assert "within" in res.stdout and "(375, 250)" in res.stdout
+
+
+def test_console_exit_code_on_bad_name():
+    res = _jaxode("demo", "nope")
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [
+        f"jaxode: error: unknown demo 'nope'; valid demos: {', '.join(cli.DEMOS)}"]

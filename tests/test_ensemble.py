@@ -1,0 +1,273 @@
+"""`ensemble`: equal to a loop of `solve`, padded and sharded correctly, clear errors.
+
+The multi-device and multi-process claims run in subprocesses, because the number of
+host devices and `jax.distributed` are fixed when JAX starts.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxode as jo
+from jaxode.data import COMPETITION_PARAMS, competition
+
+from conftest import tree_allclose
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
+TS = jnp.linspace(0.0, 40.0, 9)
+
+
+def _y0s(n):
+    return jnp.stack([jnp.linspace(50.0, 200.0, n), jnp.linspace(80.0, 300.0, n)], -1)
+
+
+def _loop(y0s, args_list=None, **kw):
+    out = []
+    for i, y0 in enumerate(y0s):
+        a = ARGS if args_list is None else args_list[i]
+        out.append(jo.solve(competition, y0, TS, a, **kw).ys)
+    return jnp.stack(out)
+
+
+def test_equals_loop_adaptive():
+    n = 3  # padding needs several devices: see the four-device subprocess test
+    y0s = _y0s(n)
+    sol = jo.ensemble(competition, y0s, TS, ARGS, rtol=1e-10, atol=1e-10)
+    ref = _loop(y0s, rtol=1e-10, atol=1e-10)
+    assert sol.ys.shape == (n, 9, 2)
+    assert sol.ok.shape == (n,) and bool(jnp.all(sol.ok))
+    assert sol.stats["num_steps"].shape == (n,)
+    assert sol.ts.shape == (9,)
+    np.testing.assert_allclose(sol.ys, ref, rtol=1e-12, atol=1e-9)
+
+
+def test_fixed_step_with_dt():
+    y0s = _y0s(4)
+    sol = jo.ensemble(competition, y0s, TS, ARGS, solver="rk4", dt=0.25)
+    ref = _loop(y0s, solver="rk4", dt=0.25)
+    np.testing.assert_allclose(sol.ys, ref, rtol=1e-12)
+    assert int(sol.stats["num_steps"][0]) == 160  # 8 intervals of 5 split into 20
+
+
+def test_per_member_args():
+    y0s = _y0s(4)
+    r1 = jnp.array([0.05, 0.1, 0.15, 0.2])
+    args = {**ARGS, "r1": r1}
+    spec = {k: k == "r1" for k in args}
+    sol = jo.ensemble(competition, y0s, TS, args, member_args=spec, solver="rk4")
+    ref = _loop(y0s, [{**ARGS, "r1": r} for r in r1], solver="rk4")
+    np.testing.assert_allclose(sol.ys, ref, rtol=1e-12, atol=1e-9)
+    # all args per member
+    full = {k: jnp.full((4,), v) for k, v in ARGS.items()} | {"r1": r1}
+    sol2 = jo.ensemble(competition, y0s, TS, full, member_args=True, solver="rk4")
+    assert tree_allclose(sol.ys, sol2.ys, rtol=1e-13, atol=0)
+
+
+def test_pytree_state():
+    f = lambda t, y, a: {"x": -a * y["x"], "v": y["x"]}  # noqa: E731
+    y0s = {"x": jnp.arange(1.0, 4.0), "v": jnp.zeros(3)}
+    sol = jo.ensemble(f, y0s, TS, 0.1, solver="rk4", dt=0.1)
+    exact = np.arange(1.0, 4.0)[:, None] * np.exp(-0.1 * np.asarray(TS))
+    np.testing.assert_allclose(sol.ys["x"], exact, rtol=1e-9)
+    np.testing.assert_allclose(sol.ys["v"], 10 * (exact[:, :1] - exact), rtol=1e-8)
+
+
+def test_grad_and_jit_match_finite_differences():
+    y0s = _y0s(3)
+
+    def loss(y0s):
+        return jnp.sum(jo.ensemble(competition, y0s, TS, ARGS, solver="rk4",
+                                   dt=0.5).ys[:, -1])
+
+    g = jax.jit(jax.grad(loss))(y0s)
+    eps = 1e-3
+    e = jnp.zeros_like(y0s).at[1, 0].set(eps)
+    fd = (loss(y0s + e) - loss(y0s - e)) / (2 * eps)
+    np.testing.assert_allclose(g[1, 0], fd, rtol=1e-5)
+
+
+def test_no_recompile_on_new_values():
+    traces = []
+
+    def f(t, y, args):
+        traces.append(1)
+        return competition(t, y, args)
+
+    y0s = _y0s(3)
+    jo.ensemble(f, y0s, TS, ARGS, rtol=1e-8)
+    first = len(traces)
+    assert first > 0
+    sol = jo.ensemble(f, y0s * 1.1, TS * 0.5, {k: v * 1.01 for k, v in ARGS.items()},
+                      rtol=1e-7, atol=1e-6)
+    assert len(traces) == first  # new values, same program
+    assert bool(jnp.all(sol.ok))
+
+
+def test_bad_input():
+    y0s = _y0s(3)
+    with pytest.raises(ValueError, match=r"member axes disagree.*args\['r1'\].*4"):
+        jo.ensemble(competition, y0s, TS, {**ARGS, "r1": jnp.ones(4)},
+                    member_args={k: k == "r1" for k in ARGS})
+    with pytest.raises(ValueError, match="member axes disagree"):
+        jo.ensemble(lambda t, y, a: y, {"a": jnp.ones(3), "b": jnp.ones(2)}, TS)
+    with pytest.raises(ValueError, match=r"`y0s\[0\]\[0\]` is 1.0, not an array"):
+        jo.ensemble(competition, [[1.0, 2.0]], TS, ARGS)
+    with pytest.raises(ValueError, match="ensemble is empty"):
+        jo.ensemble(competition, jnp.zeros((0, 2)), TS, ARGS)
+    with pytest.raises(ValueError, match="`devices` must hold jax devices.*'cpu'"):
+        jo.ensemble(competition, y0s, TS, ARGS, devices=["cpu"])
+    with pytest.raises(ValueError, match="`devices` must be a list"):
+        jo.ensemble(competition, y0s, TS, ARGS, devices=jax.devices()[0])
+    with pytest.raises(ValueError, match="`devices` is empty"):
+        jo.ensemble(competition, y0s, TS, ARGS, devices=[])
+    with pytest.raises(ValueError, match="`devices` must be a list"):
+        jo.ensemble(competition, y0s, TS, ARGS, devices="cpu")
+    with pytest.raises(ValueError, match=r"`args\['r1'\]` is marked as per-member"):
+        jo.ensemble(competition, y0s, TS, {"r1": 0.1}, member_args=True)
+    with pytest.raises(ValueError, match=r"`args\['a1'\]` must have a leading member"):
+        jo.ensemble(competition, y0s, TS, ARGS, member_args=True)
+    with pytest.raises(ValueError, match="`y0s` holds non-finite"):
+        jo.ensemble(competition, y0s.at[0, 0].set(jnp.nan), TS, ARGS)
+    with pytest.raises(ValueError, match="`ts` must be strictly increasing"):
+        jo.ensemble(competition, y0s, TS[::-1], ARGS)
+    with pytest.raises(ValueError, match="`solver`='rk5'"):
+        jo.ensemble(competition, y0s, TS, ARGS, solver="rk5")
+
+
+def test_solve_fixed_dt_under_jit():
+    """Core fix: a fixed-step solve with `dt` and constant `ts` works inside jit."""
+    ts = np.linspace(0.0, 2.0, 5)
+    f = lambda t, y, a: -y  # noqa: E731
+    eager = jo.solve(f, jnp.ones(2), ts, solver="rk4", dt=0.1).ys
+    jitted = jax.jit(lambda y0: jo.solve(f, y0, ts, solver="rk4", dt=0.1).ys)(
+        jnp.ones(2))
+    np.testing.assert_allclose(jitted, eager, rtol=1e-14)
+    h = 0.1  # RK4 multiplies y by the degree-4 Taylor polynomial of exp(-h) per step
+    np.testing.assert_allclose(jitted[-1], (1 - h + h**2 / 2 - h**3 / 6 + h**4 / 24)
+                               ** 20, rtol=1e-13)
+
+
+# ------------------------------------------------------------------- subprocesses
+
+
+def _run(code: str, env_extra: dict, timeout: float = 180, cwd=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", **env_extra}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+FOUR_DEVICES = """
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import jaxode as jo
+from jaxode.data import COMPETITION_PARAMS, competition
+assert len(jax.devices()) == 4, jax.devices()
+args = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
+ts = jnp.linspace(0.0, 40.0, 9)
+one = [jax.devices()[0]]
+adaptive, fixed = dict(rtol=1e-10, atol=1e-10), dict(solver="rk4", dt=0.5)
+for n, kw in [(1, fixed), (3, fixed), (5, fixed), (8, fixed), (5, adaptive)]:
+        y0s = jnp.stack([jnp.linspace(50., 200., n), jnp.linspace(80., 300., n)], -1)
+        r1 = jnp.linspace(0.05, 0.2, n)
+        a = {**args, "r1": r1}
+        spec = {k: k == "r1" for k in a}
+        sh = jo.ensemble(competition, y0s, ts, a, member_args=spec, **kw)
+        ref = jo.ensemble(competition, y0s, ts, a, member_args=spec, devices=one, **kw)
+        assert sh.ys.shape == (n, 9, 2), sh.ys.shape
+        got, want = np.asarray(sh.ys), np.asarray(ref.ys)
+        err = float(np.max(np.abs(got - want)))
+        assert err <= 1e-12 * float(np.max(np.abs(want))), (n, kw, err)
+        assert np.array_equal(sh.stats["num_steps"], ref.stats["num_steps"])
+        assert len(sh.ys.sharding.device_set) == 4
+        shards = sorted((s.index[0].start or 0, s.data.shape[0], s.device.id)
+                        for s in sh.ys.addressable_shards)
+        if n == 8:  # divisible: stays split, 2 members per device
+            assert [s[1] for s in shards] == [2, 2, 2, 2], shards
+            assert len({s[2] for s in shards}) == 4, shards
+        else:  # padding dropped: gathered
+            assert all(s[1] == n for s in shards), shards
+        print("ok", n, kw.get("solver", "tsit5"), err, shards)
+"""
+
+
+def test_four_host_devices_sharded_equals_single_device():
+    res = _run(FOUR_DEVICES, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("ok ") == 5, res.stdout
+
+
+TWO_PROCESSES = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+pid, port, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=pid,
+                           initialization_timeout=60)
+from jax.experimental import multihost_utils
+import jaxode as jo
+from jaxode.data import COMPETITION_PARAMS, competition
+assert jax.process_count() == 2 and len(jax.devices()) == 2
+args = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
+ts = jnp.linspace(0.0, 40.0, 9)
+results = {}
+# adaptive: the members' shared while-loop stops by a reduction across processes
+for n, kw in [(6, dict(rtol=1e-10, atol=1e-10)), (5, dict(solver="rk4", dt=0.5))]:
+    y0s = np.stack([np.linspace(50., 200., n), np.linspace(80., 300., n)], -1)
+    sol = jo.ensemble(competition, y0s, ts, args, **kw)
+    mine = [(s.index[0].start or 0, s.data.shape[0]) for s in sol.ys.addressable_shards]
+    if n == 6:  # each process holds and computes only its own half
+        assert mine == [(3 * pid, 3)], mine
+    results[f"ys{n}"] = np.asarray(multihost_utils.process_allgather(sol.ys, tiled=True))
+    results[f"steps{n}"] = np.asarray(
+        multihost_utils.process_allgather(sol.stats["num_steps"], tiled=True))
+np.savez(f"{out}/proc{pid}.npz", **results)
+print("done", pid, mine)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_equal_one_process(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text(textwrap.dedent(TWO_PROCESSES))
+    port = str(_free_port())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    env.pop("XLA_FLAGS", None)
+    procs = [subprocess.Popen([sys.executable, str(script), str(i), port,
+                               str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = []
+    for p in procs:
+        try:
+            outs.append(p.communicate(timeout=240))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail("the two-process run did not finish in 240 s")
+    for p, (so, se) in zip(procs, outs):
+        if p.returncode != 0 and "collectives" in se.lower() and (
+                "not implemented" in se.lower() or "unsupported" in se.lower()):
+            pytest.skip("this jaxlib cannot run CPU collectives: "
+                        + se.strip().splitlines()[-1])
+        assert p.returncode == 0, se[-3000:]
+    for n, kw in [(6, dict(rtol=1e-10, atol=1e-10)), (5, dict(solver="rk4", dt=0.5))]:
+        y0s = _y0s(n)
+        ref = jo.ensemble(competition, y0s, TS, ARGS, **kw)
+        for pid in range(2):
+            got = np.load(tmp_path / f"proc{pid}.npz")
+            np.testing.assert_allclose(got[f"ys{n}"], ref.ys, rtol=1e-12, atol=1e-10)
+            np.testing.assert_array_equal(got[f"steps{n}"], ref.stats["num_steps"])

@@ -1,0 +1,35 @@
+"""The example scripts of simulate and ensemble run and print what they promise."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _example(name, *argv, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
+           **(env_extra or {})}
+    return subprocess.run([sys.executable, str(ROOT / "examples" / f"{name}.py"),
+                           *argv], env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_simulate_example(tmp_path):
+    res = _example("simulate", "--quick", "--out", str(tmp_path))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (tmp_path / "simulate_example.png").stat().st_size > 5000
+    assert (tmp_path / "simulate_example_phase.png").stat().st_size > 5000
+    gap = float(res.stdout.split("largest gap over the run ")[1].split()[0])
+    assert 0.0 < gap < 5.0  # Euler with h = 0.1 stays within a few animals
+
+
+def test_ensemble_example_on_four_devices(tmp_path):
+    res = _example("ensemble", "--members", "8", "--out", str(tmp_path),
+                   env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert ("8 members on 4 device(s): ys (8, 101, 2), members per device "
+            "[2, 2, 2, 2]") in res.stdout
+    assert "all ok: True" in res.stdout
+    assert (tmp_path / "ensemble_example.png").stat().st_size > 5000

@@ -1,0 +1,43 @@
+"""plot.phase_portrait and plot.losses draw what they are given."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxode import plot
+
+
+def _rotation(t, y, args):
+    return jnp.stack([-args * y[1], args * y[0]])
+
+
+def test_phase_portrait_field_and_trajectories():
+    theta = np.linspace(0, np.pi, 20)
+    paths = np.stack([np.stack([r * np.cos(theta), r * np.sin(theta)], -1)
+                      for r in (0.5, 1.0)])
+    fig = plot.phase_portrait(_rotation, 2.0, xlim=(-1.5, 1.5), ylim=(-1.5, 1.5),
+                              trajectories=paths, grid=12, title="rotation")
+    ax = fig.axes[0]
+    lines = [ln for ln in ax.get_lines() if len(ln.get_xdata()) == 20]
+    assert len(lines) == 2
+    np.testing.assert_allclose(lines[1].get_ydata(), paths[1, :, 1])
+    assert ax.get_xlim() == (-1.5, 1.5) and ax.get_title() == "rotation"
+    # colour bar: |f| = 2 r on the grid, largest at the corners, 2 * 1.5 * sqrt(2)
+    low, high = fig.axes[1].get_ylim()
+    assert high == pytest.approx(2 * 1.5 * np.sqrt(2), rel=1e-6)
+    assert low == pytest.approx(2 * np.hypot(*[1.5 - 3 / 11 * 5] * 2), rel=1e-6)
+
+
+def test_phase_portrait_bad_trajectories():
+    with pytest.raises(ValueError, match=r"`trajectories` must have shape .*\(5, 3\)"):
+        plot.phase_portrait(_rotation, 1.0, xlim=(0, 1), ylim=(0, 1),
+                            trajectories=np.zeros((5, 3)))
+
+
+def test_losses_log_scale_and_several_curves():
+    fig = plot.losses({"train": np.geomspace(1, 1e-3, 50), "val": np.geomspace(2, 1e-2, 50)})
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and len(ax.get_lines()) == 2
+    assert ax.get_legend() is not None
+    fig = plot.losses(np.array([1.0, -0.5, 0.2]))  # a negative loss: linear axis
+    assert fig.axes[0].get_yscale() == "linear"
