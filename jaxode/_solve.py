@@ -351,7 +351,7 @@ def solve(
     # NumPy constant into a tracer, and a fixed-step grid needs the values
     ts_host = np.asarray(ts, dtype=np.float64) if is_concrete(ts) else None
     ts = _as_float(ts)
-    check_times("ts", ts)
+    check_times("ts", ts if ts_host is None else ts_host)
     y0 = jtu.tree_map(_as_float, y0)
     check_finite("y0", y0)
     check_finite("args", jtu.tree_map(
@@ -362,7 +362,7 @@ def solve(
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
     _check_vector_field(f, y0, ts, args)
-    if not is_concrete(ts):
+    if ts_host is None:
         ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0),
                           "jaxode.solve: `ts` must be strictly increasing.")
 
@@ -387,7 +387,7 @@ def solve(
     return Solution(ts, ys, stats, ok)
 
 
-def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress, ts_host=None):
+def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress, ts_host):
     if isinstance(adjoint, diffrax.BacksolveAdjoint) or adjoint == "backsolve":
         raise ValueError(
             "`adjoint`='backsolve' needs an adaptive diffrax solver; fixed-step "
@@ -398,8 +398,6 @@ def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress, ts_host=None):
     n = ts.shape[0] - 1
     if dt is None:
         substeps = 1
-        if is_concrete(ts):
-            spans = np.diff(np.asarray(ts, dtype=np.float64))
     else:
         if ts_host is None or not is_concrete(dt):
             raise ValueError(
@@ -418,10 +416,11 @@ def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress, ts_host=None):
                 f, solver, y0, jnp.asarray(t_steps, ts.dtype),
                 jnp.asarray(h_steps, ts.dtype), save_index, args, throw)
         substeps = int(counts[0])
-        spans = np.diff(np.asarray(ts, dtype=np.float64))
     h = None
-    if is_concrete(ts) and np.allclose(spans, spans[0], rtol=1e-6, atol=0):
-        h = jnp.asarray(spans.mean() / substeps, ts.dtype)
+    if ts_host is not None:
+        spans = np.diff(ts_host)
+        if np.allclose(spans, spans[0], rtol=1e-6, atol=0):
+            h = jnp.asarray(spans.mean() / substeps, ts.dtype)
     if not progress:
         return _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, False)
     _Progress.open(n)
