@@ -23,7 +23,6 @@ truncate=k)`, which cuts the gradient at fixed chunk boundaries.)
 """
 
 import dataclasses
-import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -106,7 +105,7 @@ def _full_by_hand(params, xs, ys):
     return {"U": deltas.T @ xs, "W": deltas.T @ prev, "V": e.T @ states}
 
 
-@functools.partial(jax.jit, static_argnames="window")
+@jax.jit
 def _windowed_by_hand(params, xs, ys, window):
     U, W, V = params["U"], params["W"], params["V"]
     states, outs = elman_forward(params, xs)
@@ -117,8 +116,9 @@ def _windowed_by_hand(params, xs, ys, window):
     dsig_prev = prev * (1 - prev)
     t = jnp.arange(T)
 
-    # Row t of `deltas` holds δ^{(t)}_{t-m}: loss_t's gradient m steps back.
-    def back(carry, m):
+    # Row t of `deltas` holds δ^{(t)}_{t-m}: loss_t's gradient m steps back. The
+    # window is a traced bound, so one compiled loop serves every window length.
+    def back(m, carry):
         deltas, dU, dW = carry
         j = t - m
         valid = (j >= 0)[:, None]
@@ -127,10 +127,10 @@ def _windowed_by_hand(params, xs, ys, window):
         dU = dU + d.T @ xs[jc]
         dW = dW + d.T @ prev[jc]
         deltas = (d @ W) * dsig_prev[jc]                   # Wᵀ δ_j ⊙ σ'_{j-1}
-        return (deltas, dU, dW), None
+        return deltas, dU, dW
 
     init = ((e @ V) * dsig, jnp.zeros_like(U), jnp.zeros_like(W))
-    (_, dU, dW), _ = lax.scan(back, init, jnp.arange(min(window, T)))
+    _, dU, dW = lax.fori_loop(0, jnp.minimum(window, T), back, init)
     return {"U": dU, "W": dW, "V": e.T @ states}
 
 
@@ -152,12 +152,11 @@ def elman_grads(params: dict, xs, ys, *, window: int | None = None) -> dict:
     _check(params, xs, ys, window)
     if window is None or window >= jnp.shape(xs)[0]:
         return _full_by_hand(params, xs, ys)
-    return _windowed_by_hand(params, xs, ys, int(window))
+    return _windowed_by_hand(params, xs, ys, jnp.asarray(int(window)))
 
 
 # --------------------------------------------------------------- BPTT by autodiff
 
-@functools.partial(jax.jit, static_argnames="window")
 def _windowed_loss(params, xs, ys, window):
     """Σ_t L_t where L_t is recomputed from the constant state s_{t-k}."""
     U, W = params["U"], params["W"]
@@ -180,6 +179,10 @@ def _windowed_loss(params, xs, ys, window):
     return jnp.sum(jax.vmap(loss_t)(jnp.arange(T), ys))
 
 
+_full_autodiff = jax.jit(jax.grad(elman_loss))
+_windowed_autodiff = jax.jit(jax.grad(_windowed_loss), static_argnames="window")
+
+
 def elman_grads_autodiff(params: dict, xs, ys, *, window: int | None = None) -> dict:
     """The same gradients as `elman_grads`, by `jax.grad`.
 
@@ -188,8 +191,8 @@ def elman_grads_autodiff(params: dict, xs, ys, *, window: int | None = None) -> 
     """
     _check(params, xs, ys, window)
     if window is None or window >= jnp.shape(xs)[0]:
-        return jax.grad(elman_loss)(params, xs, ys)
-    return jax.grad(_windowed_loss)(params, xs, ys, int(window))
+        return _full_autodiff(params, xs, ys)
+    return _windowed_autodiff(params, xs, ys, window=int(window))
 
 
 # ------------------------------------------------------------------- gradient flow
@@ -202,8 +205,9 @@ class GradientFlow:
       carry `(h_t, c_t)`).
     - `step_ratios`: shape `(T−1,)`, `norms[t] / norms[t+1]`, the factor applied by
       one step back.
-    - `rate`: the geometric mean of `step_ratios`, `(norms[0]/norms[-1])^(1/(T−1))`;
-      below 1 the gradient decays going back, above 1 it grows.
+    - `rate`: the geometric mean of `step_ratios`, `(norms[0]/norms[-1])^(1/(T−1))`
+      (over the steps where the norm has not underflowed to zero); below 1 the
+      gradient decays going back, above 1 it grows.
     - `ratio`: `norms[0] / norms[-1]`, the change over the whole sequence.
     - `verdict`: `"vanishing"` (ratio below the `vanishing` threshold), `"exploding"`
       (above `exploding`) or `"healthy"`.
@@ -230,18 +234,19 @@ def gradient_flow(
     vanishing: float = 1e-3,
     exploding: float = 1e3,
 ) -> GradientFlow:
-    """Measure ‖∂L/∂h_t‖ at every step for a loss on the final output.
+    """Measure ‖∂L/∂h_t‖ at every step for a loss on the final hidden state `h_T`.
 
     A zero perturbation `ε_t` is added to the carry after each step and `jax.grad`
     with respect to all `ε_t` gives the total derivative of `L` with respect to each
-    intermediate state, including every path through later steps.
+    intermediate carry, including every path through later steps.
 
     **Arguments:**
 
     - `cell`: a step `cell(carry, x) -> (carry, y)` (any jaxode cell).
     - `xs`: the input sequence, shape `(T, input_size)`, `T >= 2`.
-    - `ys`: target for the final output; the loss is `½‖y_T − ys‖²`. `None` (default)
-      uses `L = Σ y_T`.
+    - `ys`: target for the final hidden state `h_T` (the carry, or its first element
+      for a tuple carry such as an LSTM's `(h, c)`); the loss is `½‖h_T − ys‖²`.
+      `None` (default) uses `L = Σ h_T`.
     - `carry`: initial carry (default `cell.init_carry()`).
     - `vanishing`, `exploding`: thresholds on `norms[0] / norms[-1]` for the verdict.
 
@@ -264,29 +269,29 @@ def gradient_flow(
     def loss(eps):
         def step(c, x_e):
             x, e = x_e
-            c, y = cell(c, x)
-            c = jtu.tree_map(jnp.add, c, e)
-            return c, y
+            c, _ = cell(c, x)
+            return jtu.tree_map(jnp.add, c, e), None
 
-        _, outs = lax.scan(step, carry, (xs, eps))
-        y_last = outs[-1]
+        final, _ = lax.scan(step, carry, (xs, eps))
+        h = final[0] if isinstance(final, (tuple, list)) else final
         if ys is None:
-            return jnp.sum(y_last)
-        return 0.5 * jnp.sum((y_last - ys) ** 2)
+            return jnp.sum(h)
+        return 0.5 * jnp.sum((h - ys) ** 2)
 
     grads = jax.jit(jax.grad(loss))(eps)
     norms = np.sqrt(sum(np.sum(np.asarray(g, np.float64).reshape(T, -1) ** 2, axis=1)
                         for g in jtu.tree_leaves(grads)))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        step_ratios = norms[:-1] / norms[1:]
-        ratio = float(norms[0] / norms[-1]) if norms[-1] > 0 else float("nan")
-    if not np.isfinite(ratio) and norms[-1] > 0:
-        ratio = float("inf")
-    rate = ratio ** (1 / (T - 1)) if np.isfinite(ratio) else ratio
-    if np.isnan(ratio):
+    if not (np.isfinite(norms[-1]) and norms[-1] > 0):
         raise ValueError("the gradient at the last step is zero or not finite; "
-                         "choose `ys` so that the loss depends on the final output.")
+                         "choose `ys` so that the loss depends on the final state.")
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        step_ratios = norms[:-1] / norms[1:]
+        ratio = float(norms[0] / norms[-1])
+        # per-step rate over the span where the norm is still positive and finite
+        usable = np.flatnonzero(np.isfinite(norms) & (norms > 0))
+        first = int(usable[0])
+        rate = float((norms[first] / norms[-1]) ** (1 / max(T - 1 - first, 1)))
     verdict = ("vanishing" if ratio < vanishing else
                "exploding" if ratio > exploding else "healthy")
-    return GradientFlow(norms=norms, step_ratios=step_ratios, rate=float(rate),
+    return GradientFlow(norms=norms, step_ratios=step_ratios, rate=rate,
                         ratio=ratio, verdict=verdict)

@@ -115,11 +115,11 @@ def gradient_flow(reports: dict, *, title: str = "") -> Figure:
     - `reports`: name -> `jaxode.bptt.GradientFlow`; the verdict joins the label.
     """
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    for name, rep in reports.items():
+    for i, (name, rep) in enumerate(reports.items()):
         norms = np.asarray(rep.norms)[::-1]
-        ax.semilogy(np.arange(len(norms)), norms,
+        ax.semilogy(np.arange(len(norms)), norms, ["-", "--", "-.", ":"][i % 4],
                     label=f"{name}: {rep.verdict} (x{rep.rate:.3g}/step)")
-    ax.set_xlabel("steps back from the final output  (T - 1 - t)")
+    ax.set_xlabel("steps back from the final state  (T - 1 - t)")
     ax.set_ylabel("||dL/dh_t||")
     ax.set_title(title or "Gradient flow through time")
     ax.legend(frameon=False, fontsize=8)

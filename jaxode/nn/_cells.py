@@ -13,6 +13,7 @@ Every cell is a step function `cell(carry, x) -> (carry, y)`, so it runs under
 batch axes: `x` has shape `(..., input_size)` and the carry `(..., hidden_size)`.
 """
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -40,7 +41,9 @@ def _check_size(name: str, value) -> int:
     return int(value)
 
 
+@functools.partial(jax.jit, static_argnums=(1, 3))
 def _uniform(key, shape, bound, dtype):
+    """`U(-bound, bound)`; jitted, so a new shape costs one compile, not one per op."""
     return jax.random.uniform(key, shape, dtype=dtype, minval=-bound, maxval=bound)
 
 
