@@ -148,20 +148,27 @@ class RNN(eqx.Module):
                 f"got shape {tuple(jnp.shape(mask))}.")
         if carry is None:
             carry = self.init_carry(shape[1:-1])
-        carries = (carry,) if self._single() else tuple(carry)
-        if len(carries) != len(self.cells):
+        n_carry = 1 if self._single() else len(carry)
+        if n_carry != len(self.cells):
             raise ValueError(
                 f"`carry` must have one entry per layer ({len(self.cells)}), got "
-                f"{len(carries)}.")
-        out = []
-        for layer, cell in enumerate(self.cells):
-            if self.backward_cells is None:
-                c, xs = _run(cell, xs, carries[layer], mask, self.reverse, self.unroll)
-            else:
-                cf, cb = carries[layer]
-                cf, yf = _run(cell, xs, cf, mask, self.reverse, self.unroll)
-                cb, yb = _run(self.backward_cells[layer], xs, cb, mask,
-                              not self.reverse, self.unroll)
-                c, xs = (cf, cb), jnp.concatenate([yf, yb], axis=-1)
-            out.append(c)
-        return xs, (out[0] if self._single() else tuple(out))
+                f"{n_carry}.")
+        return _apply(self, xs, carry, mask)
+
+
+@eqx.filter_jit
+def _apply(rnn: RNN, xs, carry, mask):
+    """The layers in order; jitted so that eager calls compile once per shape."""
+    carries = (carry,) if rnn._single() else tuple(carry)
+    out = []
+    for layer, cell in enumerate(rnn.cells):
+        if rnn.backward_cells is None:
+            c, xs = _run(cell, xs, carries[layer], mask, rnn.reverse, rnn.unroll)
+        else:
+            cf, cb = carries[layer]
+            cf, yf = _run(cell, xs, cf, mask, rnn.reverse, rnn.unroll)
+            cb, yb = _run(rnn.backward_cells[layer], xs, cb, mask, not rnn.reverse,
+                          rnn.unroll)
+            c, xs = (cf, cb), jnp.concatenate([yf, yb], axis=-1)
+        out.append(c)
+    return xs, (out[0] if rnn._single() else tuple(out))
