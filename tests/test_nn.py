@@ -159,6 +159,31 @@ def test_rnn_gradients_match_finite_differences(getkey):
         assert abs(g[idx] - fd) < 1e-8
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_lstm_fused_backward_equals_autodiff_of_scan(reverse, getkey):
+    """`LSTMCell.sequence` has a hand-written backward; compare it with jax.grad of
+    the plain scan over `recur` (all parameters, inputs and the initial carry)."""
+    cell = jo.nn.LSTMCell(3, 4, key=getkey())
+    xs = jax.random.normal(getkey(), (9, 2, 3))
+    h0, c0 = (jax.random.normal(getkey(), (2, 4)) for _ in range(2))
+    target = jax.random.normal(getkey(), (9, 2, 4))
+
+    def loss(cell, xs, h0, c0, fused):
+        px = cell.project(xs)
+        if fused:
+            (h, c), ys = cell.sequence((h0, c0), px, reverse=reverse)
+        else:
+            (h, c), ys = jo.scan(lambda k, p: cell.recur(k, p), (h0, c0), px,
+                                 reverse=reverse)
+        return jnp.sum((ys - target) ** 2) + jnp.sum(h * c) + jnp.sum(jnp.sin(c))
+
+    g1 = jax.grad(lambda *a: loss(*a, True), argnums=(0, 1, 2, 3))(cell, xs, h0, c0)
+    g2 = jax.grad(lambda *a: loss(*a, False), argnums=(0, 1, 2, 3))(cell, xs, h0, c0)
+    assert np.isclose(loss(cell, xs, h0, c0, True), loss(cell, xs, h0, c0, False),
+                      rtol=1e-13)
+    assert tree_allclose(g1, g2, rtol=1e-11, atol=1e-11)
+
+
 # ----------------------------------------------------------------------- bad input
 
 def test_bad_inputs_give_clear_errors(getkey):

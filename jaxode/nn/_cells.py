@@ -19,10 +19,12 @@ from collections.abc import Callable
 
 import equinox as eqx
 import jax
+import jax.lax as lax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._errors import check_choice
+from .._scan import scan
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "ACTIVATIONS"]
 
@@ -77,6 +79,14 @@ class _Cell(eqx.Module):
     def __call__(self, carry, x):
         """One step: `cell(carry, x) -> (carry, y)`."""
         return self.recur(carry, self.project(x))
+
+    def sequence(self, carry, px, *, reverse: bool = False, unroll: int = 1):
+        """`recur` over a whole sequence of projected inputs `px` (time first).
+
+        **Returns:** `(carry, ys)`, as `jaxode.scan` does.
+        """
+        return scan(lambda c, p: self.recur(c, p), carry, px, reverse=reverse,
+                    unroll=unroll)
 
     @property
     def output_size(self) -> int:
@@ -170,6 +180,14 @@ class LSTMCell(_Cell):
         z = jnp.zeros((*batch_shape, self.hidden_size), self.weight_hh.dtype)
         return z, z
 
+    def sequence(self, carry, px, *, reverse: bool = False, unroll: int = 1):
+        """`recur` over a sequence, with the hand-written backward of `lstm_sequence`
+        (same values and gradients as scanning `recur`, about twice as fast)."""
+        if reverse:
+            px = px[::-1]
+        carry, ys = lstm_sequence(self.weight_hh, px, *carry, unroll)
+        return carry, (ys[::-1] if reverse else ys)
+
     def recur(self, carry, px):
         h, c = carry
         z = px + h @ self.weight_hh.T
@@ -222,3 +240,67 @@ class GRUCell(_Cell):
         n = jnp.tanh(px[..., 2 * H:] + r * hn)
         h = (1 - z) * n + z * h
         return h, h
+
+
+# --------------------------------------------------- LSTM sequence with a fused backward
+
+def _lstm_forward(W, px, h0, c0, unroll):
+    def step(carry, p):
+        h, c = carry
+        z = p + h @ W.T
+        H = h.shape[-1]
+        s = jax.nn.sigmoid(z)
+        i, f, o = s[..., :H], s[..., H:2 * H], s[..., 3 * H:]
+        g = jnp.tanh(z[..., 2 * H:3 * H])
+        c = f * c + i * g
+        h = o * jnp.tanh(c)
+        return (h, c), (h, c, jnp.concatenate([i, f, g, o], -1))
+
+    return lax.scan(step, (h0, c0), px, unroll=unroll)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4,))
+def lstm_sequence(W, px, h0, c0, unroll=1):
+    """The LSTM recurrence over a whole sequence of input projections `px`.
+
+    Same values as scanning `LSTMCell.recur`; the backward pass is written out: one
+    reverse scan whose only matmul per step is `dz_t @ W_hh`, and afterwards one large
+    matmul for `∂L/∂W_hh = Σ_t dz_tᵀ h_{t-1}` (instead of accumulating it step by
+    step). `∂L/∂px_t` is `dz_t` itself.
+
+    **Returns:** `((h_T, c_T), hs)`.
+    """
+    (h, c), (hs, _, _) = _lstm_forward(W, px, h0, c0, unroll)
+    return (h, c), hs
+
+
+def _lstm_sequence_fwd(W, px, h0, c0, unroll):
+    (h, c), (hs, cs, acts) = _lstm_forward(W, px, h0, c0, unroll)
+    return ((h, c), hs), (W, h0, c0, hs, cs, acts)
+
+
+def _lstm_sequence_bwd(unroll, res, cotangents):
+    W, h0, c0, hs, cs, acts = res
+    (dh_T, dc_T), dhs = cotangents
+    H = h0.shape[-1]
+    c_prev = jnp.concatenate([c0[None], cs[:-1]])
+    h_prev = jnp.concatenate([h0[None], hs[:-1]])
+
+    def back(carry, inputs):
+        dh, dc = carry
+        dh_out, a, c, cp = inputs
+        i, f, g, o = a[..., :H], a[..., H:2 * H], a[..., 2 * H:3 * H], a[..., 3 * H:]
+        dh = dh + dh_out
+        tc = jnp.tanh(c)
+        dc = dc + dh * o * (1 - tc * tc)
+        dz = jnp.concatenate([dc * g * i * (1 - i), dc * cp * f * (1 - f),
+                              dc * i * (1 - g * g), dh * tc * o * (1 - o)], -1)
+        return (dz @ W, dc * f), dz
+
+    (dh0, dc0), dz = lax.scan(back, (dh_T, dc_T), (dhs, acts, cs, c_prev),
+                              reverse=True, unroll=unroll)
+    dW = dz.reshape(-1, 4 * H).T @ h_prev.reshape(-1, H)
+    return dW, dz, dh0, dc0
+
+
+lstm_sequence.defvjp(_lstm_sequence_fwd, _lstm_sequence_bwd)

@@ -27,7 +27,10 @@ def _check_cell(name: str, cell) -> None:
 def _run(cell, xs, carry, mask, reverse, unroll):
     """One cell over one sequence: all input projections in one matmul, then scan."""
     px = cell.project(xs)
-    return scan(lambda c, p: cell.recur(c, p), carry, px, mask=mask, reverse=reverse, unroll=unroll)
+    if mask is None and hasattr(cell, "sequence"):
+        return cell.sequence(carry, px, reverse=reverse, unroll=unroll)
+    return scan(lambda c, p: cell.recur(c, p), carry, px, mask=mask, reverse=reverse,
+                unroll=unroll)
 
 
 class RNN(eqx.Module):
