@@ -40,7 +40,9 @@ class RNN(eqx.Module):
     shape `(time, input_size)` or `(time, batch, input_size)`.
 
     Before the scan each layer applies its cell's input half (`cell.project`) to all
-    steps in one matmul; the scan then runs only the recurrent half (`cell.recur`).
+    steps in one matmul; the scan then runs only the recurrent half (`cell.recur`,
+    all gates in one matmul). Without a mask the layer runs `cell.sequence`, which for
+    an `LSTMCell` has a hand-written backward pass (same values and gradients).
 
     **Arguments:**
 
