@@ -113,10 +113,12 @@ def gradient_flow(reports: dict, *, title: str = "") -> Figure:
     """‖∂L/∂h_t‖ against the number of steps back from the loss, one line per report.
 
     - `reports`: name -> `jaxode.bptt.GradientFlow`; the verdict joins the label.
+      Where a norm underflowed to zero its line stops.
     """
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     for i, (name, rep) in enumerate(reports.items()):
-        norms = np.asarray(rep.norms)[::-1]
+        norms = np.asarray(rep.norms, float)[::-1]
+        norms = np.where(norms > 0, norms, np.nan)  # underflowed to 0: the line ends
         ax.semilogy(np.arange(len(norms)), norms, ["-", "--", "-.", ":"][i % 4],
                     label=f"{name}: {rep.verdict} (x{rep.rate:.3g}/step)")
     ax.set_xlabel("steps back from the final state  (T - 1 - t)")
