@@ -116,7 +116,8 @@ def run(out: Path, quick: bool = False) -> dict:
         "LSTM, forget bias 3": LSTMCell(I, H, forget_bias=3.0, key=k6),
     }
     reports = {}
-    print(f"\n3. Gradient flow: ||dL/dh_t|| for a loss on the final hidden state, T = {length}")
+    print(f"\n3. Gradient flow: ||dL/dh_t|| for a loss on the final hidden state, "
+          f"T = {length}")
     print(f"{'cell':<38} | {'||g_0||/||g_T-1||':>17} | {'per step':>8} | verdict")
     for name, cell in cells.items():
         inputs = jnp.abs(seq) if "ReLU" in name else seq
