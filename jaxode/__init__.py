@@ -18,6 +18,9 @@ from ._solvers import (
     Midpoint as Midpoint,
     ODECell as ODECell,
 )
+from . import bptt as bptt, nn as nn
+from ._train import train as train
+from .nn._forecast import forecast as forecast
 
 try:
     __version__ = importlib.metadata.version("jaxode")

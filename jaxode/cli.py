@@ -15,6 +15,10 @@ from pathlib import Path
 DEMOS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "the two-species competition model as an RNN and "
                  "adaptively"),
+    "sine": ("sine", "Elman RNN and LSTM forecast a noisy sine, one step and 80 "
+             "steps ahead"),
+    "bptt": ("bptt", "backprop through time by hand vs autodiff, truncation "
+             "windows, vanishing and exploding gradients"),
 }
 
 _VERSIONS = ("jax", "jaxlib", "diffrax", "equinox", "optax", "numpy", "torch",

@@ -46,3 +46,35 @@ def competition_observations() -> tuple[np.ndarray, np.ndarray]:
     ts = np.array([t for t, _ in COMPETITION_OBSERVATIONS])
     ys = np.array([y for _, y in COMPETITION_OBSERVATIONS])
     return ts, ys
+
+# ----- sequence models (noisy sine, seed 001)
+
+
+def noisy_sine(n: int = 400, stop: float = 36.0, noise: float = 0.2, *,
+               seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The seed-001 series: `n` points `x` on `[0, stop]` and `y = sin(x) + noise·u`,
+    `u ~ U(0, 1)` drawn from NumPy's generator with `seed`.
+
+    **Returns:** `(x, y)`, both of shape `(n,)`. The noise has mean `noise/2` and
+    standard deviation `noise/√12` (≈ 0.058 for 0.2), the floor for any predictor.
+    """
+    if int(n) != n or n < 2:
+        raise ValueError(f"`n` must be an integer >= 2, got {n!r}.")
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, stop, int(n))
+    return x, np.sin(x) + noise * rng.random(int(n))
+
+
+def sliding_windows(series, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (window of past values, next value) from a series of shape `(n, ...)`.
+
+    **Returns:** `(inputs, targets)` of shapes `(n - window, window, ...)` and
+    `(n - window, ...)`: `inputs[i] = series[i:i+window]`, `targets[i] =
+    series[i+window]`.
+    """
+    series = np.asarray(series)
+    if int(window) != window or not 1 <= window < len(series):
+        raise ValueError(
+            f"`window` must be an integer in [1, {len(series) - 1}], got {window!r}.")
+    idx = np.arange(len(series) - window)[:, None] + np.arange(window)
+    return series[idx], series[window:]

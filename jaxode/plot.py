@@ -148,3 +148,88 @@ def losses(history, *, title: str = "", xlabel: str = "step",
         ax.legend(frameon=False)
     ax.grid(alpha=0.3, which="both")
     return fig
+
+
+# ----- sequence models (forecasting, BPTT, gradient flow)
+
+
+def forecasts(
+    x,
+    y,
+    split: int,
+    single: dict,
+    rollout: dict,
+    losses: dict | None = None,
+    *,
+    title: str = "",
+) -> Figure:
+    """Truth vs predictions of a series, with optional training-loss curves.
+
+    - `x`, `y`: the whole series, shape `(n,)`; `split`: index where the test part
+      starts (a vertical line).
+    - `single`: name -> `(x_pred, y_pred)` one-step-ahead predictions.
+    - `rollout`: name -> `(x_pred, y_pred)` autoregressive predictions.
+    - `losses`: name -> loss per training step (drawn on a log scale on top).
+    """
+    rows = 3 if losses else 2
+    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.6 * rows), layout="constrained")
+    axes = list(np.atleast_1d(axes))
+    if losses:
+        ax = axes.pop(0)
+        for name, curve in losses.items():
+            ax.semilogy(np.asarray(curve), label=name)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss (MSE)")
+        ax.legend(frameon=False)
+        ax.grid(alpha=0.3)
+    for ax, preds, what in ((axes[0], single, "one step ahead (true inputs)"),
+                            (axes[1], rollout, "autoregressive (own predictions)")):
+        ax.plot(x, y, color="0.6", lw=1, label="truth (noisy)")
+        ax.axvline(x[split], color="0.3", ls=":", lw=1)
+        for name, (xp, yp) in preds.items():
+            ax.plot(xp, np.asarray(yp).reshape(len(xp)), lw=1.5, label=name)
+        ax.set_title(what, fontsize=10)
+        ax.set_xlim(max(x[0], 2 * x[split] - x[-1]), x[-1])
+        ax.set_xlabel("x")
+        ax.set_ylabel("y")
+        ax.legend(frameon=False, fontsize=8, loc="lower left")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def gradient_flow(reports: dict, *, title: str = "") -> Figure:
+    """‖∂L/∂h_t‖ against the number of steps back from the loss, one line per report.
+
+    - `reports`: name -> `jaxode.bptt.GradientFlow`; the verdict joins the label.
+      Where a norm underflowed to zero its line stops.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    for i, (name, rep) in enumerate(reports.items()):
+        norms = np.asarray(rep.norms, float)[::-1]
+        norms = np.where(norms > 0, norms, np.nan)  # underflowed to 0: the line ends
+        ax.semilogy(np.arange(len(norms)), norms, ["-", "--", "-.", ":"][i % 4],
+                    label=f"{name}: {rep.verdict} (x{rep.rate:.3g}/step)")
+    ax.set_xlabel("steps back from the final state  (T - 1 - t)")
+    ax.set_ylabel("||dL/dh_t||")
+    ax.set_title(title or "Gradient flow through time")
+    ax.legend(frameon=False, fontsize=8)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def window_effect(windows, errors: dict, *, title: str = "") -> Figure:
+    """Relative gradient error of truncated BPTT against the window length.
+
+    - `windows`: the window lengths k; `errors`: name -> relative error per k.
+    """
+    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    for name, err in errors.items():
+        ax.semilogy(windows, np.maximum(np.asarray(err), 1e-17), "o-", label=name)
+    ax.set_xlabel("window k (pre-activations each loss reaches back)")
+    ax.set_ylabel("||g_k - g_full|| / ||g_full||")
+    ax.set_title(title or "Truncated BPTT: error against the window")
+    ax.legend(frameon=False)
+    ax.grid(alpha=0.3, which="both")
+    return fig

@@ -1,0 +1,185 @@
+"""`train`: the generic optax loop for equinox models.
+
+Minibatches come from the PRNG key and the step number alone (epoch `e` uses the
+permutation drawn from `fold_in(key, e)`), so a run resumed from a checkpoint draws the
+same batches as an uninterrupted one, and - with the same compiled step - ends at the
+same parameters, bit for bit.
+"""
+
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+import optax
+
+from ._checkpoint import load_checkpoint, save_checkpoint
+
+__all__ = ["train"]
+
+
+def _check_int(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
+    return int(value)
+
+
+def _data_size(data) -> int:
+    leaves = jtu.tree_leaves(data)
+    if not leaves:
+        raise ValueError("`data` must be a pytree with at least one array.")
+    sizes = {int(jnp.shape(x)[0]) if jnp.ndim(x) else None for x in leaves}
+    if len(sizes) != 1 or None in sizes:
+        raise ValueError(
+            "every array in `data` needs the same leading (sample) axis; got shapes "
+            f"{[tuple(jnp.shape(x)) for x in leaves]}.")
+    return sizes.pop()
+
+
+def _batch_indices(key, step, n, batch_size):
+    per_epoch = n // batch_size
+    perm = jax.random.permutation(jax.random.fold_in(key, step // per_epoch), n)
+    return lax.dynamic_slice(perm, ((step % per_epoch) * batch_size,), (batch_size,))
+
+
+def _same_key(a, b) -> bool:
+    def data(k):
+        if jax.dtypes.issubdtype(k.dtype, jax.dtypes.prng_key):
+            k = jax.random.key_data(k)
+        return np.asarray(k)
+    return np.array_equal(data(a), data(b))
+
+
+def train(
+    model: Any,
+    loss_fn: Callable[[Any, Any], jax.Array],
+    data: Any,
+    *,
+    optimizer: optax.GradientTransformation,
+    steps: int,
+    batch_size: int | None = None,
+    key: jax.Array | None = None,
+    clip_norm: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: int = 100,
+    progress: bool = True,
+) -> tuple[Any, dict[str, np.ndarray]]:
+    """Minimise `loss_fn(model, batch)` over minibatches of `data` with optax.
+
+    **Arguments:**
+
+    - `model`: an equinox module (any pytree); its inexact arrays are trained, the
+      rest is kept as it is.
+    - `loss_fn`: `loss_fn(model, batch) -> scalar`; `batch` has the structure of
+      `data` with `batch_size` rows.
+    - `data`: pytree of arrays sharing a leading sample axis.
+    - `optimizer`: an optax `GradientTransformation`, e.g. `optax.adam(1e-2)`.
+    - `steps`: total number of optimiser steps (a resumed run counts those already
+      done).
+    - `batch_size`: rows per step, drawn without replacement within an epoch (the
+      last incomplete batch of an epoch is dropped). `None`: the whole of `data`
+      every step.
+    - `key`: PRNG key for the shuffling; required with `batch_size`.
+    - `clip_norm`: clip gradients to this global norm before the optimiser.
+    - `checkpoint`: a file path. If it exists, training resumes from it; every
+      `checkpoint_every` steps and at the end (model, optimiser state, step, key and
+      the loss history) are written to it atomically.
+    - `checkpoint_every`: steps between checkpoints.
+    - `progress`: show a tqdm progress bar with the current loss.
+
+    **Returns:** `(model, history)`: the trained model and a dict of arrays of length
+    `steps`, `"loss"` (the loss at each step, before its update) and `"grad_norm"`
+    (global gradient norm before clipping).
+
+    **Raises:** `ValueError` for bad arguments, and when the checkpoint is corrupt,
+    belongs to a different model shape or key, or has more steps than `steps`.
+    `FloatingPointError` when the loss becomes non-finite (the last checkpoint is
+    kept).
+    """
+    steps = _check_int("steps", steps, 1)
+    n = _data_size(data)
+    if batch_size is not None:
+        batch_size = _check_int("batch_size", batch_size, 1)
+        if batch_size > n:
+            raise ValueError(f"`batch_size`={batch_size} exceeds the {n} samples in "
+                             "`data`.")
+        if key is None:
+            raise ValueError("`key` is required when `batch_size` is given (it draws "
+                             "the minibatches).")
+    if clip_norm is not None and not (math.isfinite(clip_norm) and clip_norm > 0):
+        raise ValueError(f"`clip_norm` must be a finite number > 0, got {clip_norm!r}.")
+    checkpoint_every = _check_int("checkpoint_every", checkpoint_every, 1)
+    if key is None:
+        key = jax.random.PRNGKey(0)
+
+    opt = optimizer if clip_norm is None else optax.chain(
+        optax.clip_by_global_norm(clip_norm), optimizer)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    opt_state = opt.init(params)
+    start = 0
+    losses = np.zeros(steps)
+    norms = np.zeros(steps)
+    if checkpoint is not None and Path(checkpoint).exists():
+        (params, opt_state, saved_key), start, extra = load_checkpoint(
+            checkpoint, (params, opt_state, key))
+        if not _same_key(saved_key, key):
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r} was written with a different `key`; "
+                "pass the same key to resume, or delete the file to start afresh.")
+        if start > steps:
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r} is at step {start}, beyond "
+                f"`steps`={steps}.")
+        losses[:start] = extra["loss"][:start]
+        norms[:start] = extra["grad_norm"][:start]
+
+    @jax.jit
+    def step_fn(params, opt_state, data, step):
+        batch = data if batch_size is None else jtu.tree_map(
+            lambda a: a[_batch_indices(key, step, n, batch_size)], data)
+
+        def loss_of(p):
+            return loss_fn(eqx.combine(p, static), batch)
+
+        loss, grads = jax.value_and_grad(loss_of)(params)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return eqx.apply_updates(params, updates), opt_state, loss, optax.global_norm(
+            grads)
+
+    def save(done):
+        save_checkpoint(checkpoint, (params, opt_state, key), step=done,
+                        extra={"loss": losses[:done], "grad_norm": norms[:done]})
+
+    bar = None
+    if progress and start < steps:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=steps, initial=start, desc="train", leave=False)
+    try:
+        for i in range(start, steps):
+            new = step_fn(params, opt_state, data, jnp.asarray(i, jnp.int32))
+            loss = float(new[2])
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"the loss became {loss} at step {i}; lower the learning rate or "
+                    "set `clip_norm`" + (" (the last checkpoint is kept)."
+                                         if checkpoint is not None else "."))
+            params, opt_state = new[0], new[1]
+            losses[i], norms[i] = loss, float(new[3])
+            if checkpoint is not None and ((i + 1) % checkpoint_every == 0
+                                           or i + 1 == steps):
+                save(i + 1)
+            if bar is not None:
+                bar.update(1)
+                if i % max(1, steps // 100) == 0 or i + 1 == steps:
+                    bar.set_postfix(loss=f"{loss:.4g}")
+    finally:
+        if bar is not None:
+            bar.close()
+    return eqx.combine(params, static), {"loss": losses, "grad_norm": norms}

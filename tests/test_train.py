@@ -1,0 +1,157 @@
+"""`train`: minibatches, clipping, history, checkpoints and bit-for-bit resume."""
+
+import os
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxode as jo
+from jaxode._checkpoint import load_checkpoint, save_checkpoint
+from jaxode._train import _batch_indices
+
+
+class Linear(eqx.Module):
+    w: jax.Array
+    b: jax.Array
+
+    def __call__(self, x):
+        return x @ self.w + self.b
+
+
+def _mse(model, batch):
+    x, y = batch
+    return jnp.mean((model(x) - y) ** 2)
+
+
+@pytest.fixture
+def regression():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 3))
+    y = x @ np.array([1.0, -2.0, 0.5]) + 0.3 + 0.01 * rng.normal(size=64)
+    return x, y
+
+
+def _model(w=3):
+    return Linear(jnp.zeros(w), jnp.zeros(()))
+
+
+def test_full_batch_recovers_least_squares(regression):
+    x, y = regression
+    model, hist = jo.train(_model(), _mse, (x, y), optimizer=optax.adam(0.05),
+                           steps=600, progress=False)
+    coef, *_ = np.linalg.lstsq(np.c_[x, np.ones(64)], y, rcond=None)
+    assert np.allclose(np.r_[model.w, model.b], coef, atol=1e-4)
+    assert hist["loss"].shape == (600,) and hist["loss"][-1] < 1e-3 * hist["loss"][0]
+
+
+def test_minibatches_cover_each_epoch_without_repeats():
+    key = jax.random.PRNGKey(3)
+    seen = np.concatenate([np.asarray(_batch_indices(key, s, 20, 6)) for s in range(3)])
+    assert sorted(seen) == sorted(set(seen)) and len(seen) == 18  # 2 rows dropped
+    nxt = np.concatenate([np.asarray(_batch_indices(key, s, 20, 6)) for s in range(3, 6)])
+    assert not np.array_equal(seen, nxt)  # a fresh permutation in the next epoch
+
+
+def test_clip_norm_bounds_the_step(regression):
+    x, y = regression
+    model, hist = jo.train(_model(), _mse, (x, y), optimizer=optax.sgd(1.0), steps=1,
+                           clip_norm=0.01, progress=False)
+    step = np.sqrt(np.sum(np.asarray(model.w) ** 2) + float(model.b) ** 2)
+    assert hist["grad_norm"][0] > 1.0
+    assert abs(step - 0.01) < 1e-12
+
+
+def test_resume_is_bit_for_bit(regression, tmp_path):
+    x, y = regression
+    kw = dict(optimizer=optax.adam(0.01), batch_size=16, key=jax.random.PRNGKey(7),
+              clip_norm=5.0, progress=False)
+    full, hist = jo.train(_model(), _mse, (x, y), steps=23, **kw)
+    ckpt = tmp_path / "run.ckpt"
+    # "interrupted" after 10 steps (checkpoints at 4, 8 and the end, 10) ...
+    jo.train(_model(), _mse, (x, y), steps=10, checkpoint=ckpt, checkpoint_every=4,
+             **kw)
+    _, step, _ = load_checkpoint(ckpt, (eqx.filter(_model(), eqx.is_inexact_array),
+                                        optax.chain(optax.clip_by_global_norm(5.0),
+                                                    optax.adam(0.01)).init(
+                                            eqx.filter(_model(), eqx.is_inexact_array)),
+                                        jax.random.PRNGKey(7)))
+    assert step == 10
+    # ... and resumed with the same command line
+    resumed, hist2 = jo.train(_model(), _mse, (x, y), steps=23, checkpoint=ckpt,
+                              checkpoint_every=4, **kw)
+    assert np.array_equal(resumed.w, full.w) and np.array_equal(resumed.b, full.b)
+    assert np.array_equal(hist2["loss"], hist["loss"])
+    # a finished checkpoint resumes to the same model without training
+    again, _ = jo.train(_model(), _mse, (x, y), steps=23, checkpoint=ckpt, **kw)
+    assert np.array_equal(again.w, full.w)
+
+
+def test_checkpoint_wrong_model_shape_or_key(regression, tmp_path):
+    x, y = regression
+    ckpt = tmp_path / "c.ckpt"
+    kw = dict(optimizer=optax.adam(0.01), steps=3, progress=False, checkpoint=ckpt)
+    jo.train(_model(), _mse, (x, y), **kw)
+    before = ckpt.read_bytes()
+    with pytest.raises(ValueError, match=r"different model.*\.w.*float64\[3\].*\[4\]"):
+        jo.train(_model(4), _mse, (np.c_[x, x[:, :1]], y), **kw)
+    with pytest.raises(ValueError, match="different `key`"):
+        jo.train(_model(), _mse, (x, y), key=jax.random.PRNGKey(1), **kw)
+    assert ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip", "garbage"])
+def test_corrupt_checkpoint_is_reported_and_kept(damage, tmp_path):
+    ckpt = tmp_path / "c.ckpt"
+    tree = {"a": jnp.arange(5.0), "k": jax.random.key(0)}
+    save_checkpoint(ckpt, tree, step=4)
+    raw = ckpt.read_bytes()
+    bad = {"truncate": raw[: len(raw) // 2],
+           "flip": raw[:-10] + bytes([raw[-10] ^ 1]) + raw[-9:],
+           "garbage": b"not a checkpoint"}[damage]
+    ckpt.write_bytes(bad)
+    with pytest.raises(ValueError, match="truncated or corrupt"):
+        load_checkpoint(ckpt, tree)
+    assert ckpt.read_bytes() == bad
+    # an intact file round-trips, typed keys included
+    save_checkpoint(ckpt, tree, step=4)
+    back, step, _ = load_checkpoint(ckpt, tree)
+    assert step == 4 and np.array_equal(back["a"], tree["a"])
+    assert np.array_equal(jax.random.key_data(back["k"]), jax.random.key_data(tree["k"]))
+
+
+def test_crash_during_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    ckpt = tmp_path / "c.ckpt"
+    save_checkpoint(ckpt, {"a": jnp.ones(3)}, step=1)
+    before = ckpt.read_bytes()
+
+    def crash(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(ckpt, {"a": jnp.zeros(3)}, step=2)
+    assert ckpt.read_bytes() == before
+    assert os.listdir(tmp_path) == ["c.ckpt"]  # no temporary file left behind
+
+
+def test_bad_arguments_and_nan_loss(regression):
+    x, y = regression
+    kw = dict(optimizer=optax.sgd(0.1), progress=False)
+    with pytest.raises(ValueError, match="steps"):
+        jo.train(_model(), _mse, (x, y), steps=0, **kw)
+    with pytest.raises(ValueError, match="batch_size.*100.*64"):
+        jo.train(_model(), _mse, (x, y), steps=2, batch_size=100, key=jax.random.key(0),
+                 **kw)
+    with pytest.raises(ValueError, match="`key` is required"):
+        jo.train(_model(), _mse, (x, y), steps=2, batch_size=8, **kw)
+    with pytest.raises(ValueError, match="leading"):
+        jo.train(_model(), _mse, (x, y[:10]), steps=2, **kw)
+    with pytest.raises(ValueError, match="clip_norm"):
+        jo.train(_model(), _mse, (x, y), steps=2, clip_norm=-1.0, **kw)
+    with pytest.raises(FloatingPointError, match="step 0"):
+        jo.train(_model(), lambda m, b: jnp.log(-1.0 - jnp.sum(m.w ** 2)), (x, y),
+                 steps=2, **kw)
