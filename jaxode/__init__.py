@@ -17,6 +17,7 @@ from ._solvers import (
     Midpoint as Midpoint,
     ODECell as ODECell,
 )
+from . import nn as nn
 
 try:
     __version__ = importlib.metadata.version("jaxode")
