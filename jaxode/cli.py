@@ -9,6 +9,9 @@ from pathlib import Path
 DEMOS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "the two-species competition model as an RNN and "
                  "adaptively"),
+    "odenet": ("odenet", "ResNet, RK-Net, ODE-Net and MLP on 8x8 digits: error, "
+               "parameters, memory, NFE"),
+    "cnf": ("cnf", "a continuous normalising flow learns a toy 2-D density"),
 }
 
 

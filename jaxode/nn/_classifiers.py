@@ -127,13 +127,15 @@ class GroupNorm(eqx.Module):
 
 class _Block(eqx.Module):
     """norm → ReLU → conv → norm → ReLU → conv: the residual function `f(x)` of one
-    ResNet block, or with `time=True` the ODE vector field `f(t, x)` (the time enters
-    each convolution as one extra constant channel, as in the paper)."""
+    ResNet block, or with `time=True` the ODE vector field `f(t, x)`: the time enters
+    each convolution as one extra constant channel, and a last norm keeps the speed
+    of the flow of order one (as in the paper's code)."""
 
     norm1: GroupNorm
     conv1: Conv3x3
     norm2: GroupNorm
     conv2: Conv3x3
+    norm3: GroupNorm | None
     time: bool = eqx.field(static=True)
 
     def __init__(self, channels: int, *, time: bool, key: PRNGKeyArray):
@@ -143,6 +145,7 @@ class _Block(eqx.Module):
         self.conv1 = Conv3x3(channels + extra, channels, key=k1)
         self.norm2 = GroupNorm(channels)
         self.conv2 = Conv3x3(channels + extra, channels, key=k2)
+        self.norm3 = GroupNorm(channels) if time else None
         self.time = time
 
     def _with_time(self, t, x):
@@ -153,7 +156,8 @@ class _Block(eqx.Module):
 
     def __call__(self, t, x):
         x = self.conv1(self._with_time(t, jax.nn.relu(self.norm1(x))))
-        return self.conv2(self._with_time(t, jax.nn.relu(self.norm2(x))))
+        x = self.conv2(self._with_time(t, jax.nn.relu(self.norm2(x))))
+        return x if self.norm3 is None else self.norm3(x)
 
 
 class _Stem(eqx.Module):
