@@ -9,22 +9,38 @@ rtol 1e-7, atol 1e-9, float32 on both sides. Sides: jaxode backprop through the 
 jitted jaxode step, on the host for torch. Timing: compile reported apart; blocks of
 iterations timed alternately, min over blocks.
 
-    python benchmarks/spiral.py [--quick]
+    python benchmarks/spiral.py [--quick] [--threads N]
 """
 
 import argparse
 import os
+import sys
 import time
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-import jax.random as jr
-import numpy as np
-import optax
 
-import jaxode as jo
-from jaxode.nn import NeuralODE
+def _threads_from_argv() -> int:
+    """`--threads N` (default 1), read before jax is imported: XLA's CPU thread pool
+    is fixed at import, and both sides must run on the same number of threads."""
+    if "--threads" in sys.argv:
+        return int(sys.argv[sys.argv.index("--threads") + 1])
+    return 1
+
+
+THREADS = _threads_from_argv()
+if THREADS == 1:
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                               " --xla_cpu_multi_thread_eigen=false"
+                               " intra_op_parallelism_threads=1").strip()
+
+import equinox as eqx  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import jax.random as jr  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import jaxode as jo  # noqa: E402
+from jaxode.nn import NeuralODE  # noqa: E402
 
 A = np.array([[-0.1, 2.0], [-2.0, -0.1]], dtype=np.float32)
 N_POINTS, T_END, BATCH, WINDOW = 1000, 25.0, 20, 10
@@ -109,7 +125,7 @@ def torch_side(adjoint, weights, ts, ys):
             p.copy_(torch.from_numpy(np.asarray(w)))
     solve = odeint_adjoint if adjoint else odeint
     opt = torch.optim.RMSprop(func.parameters(), lr=1e-3)
-    ts_t, ys_t = torch.from_numpy(ts), torch.from_numpy(ys)
+    ts_t, ys_t = torch.from_numpy(ts.copy()), torch.from_numpy(ys.copy())
     batch_t = ts_t[:WINDOW]
     rng = np.random.default_rng(1)
 
@@ -123,7 +139,7 @@ def torch_side(adjoint, weights, ts, ys):
             loss = torch.mean(torch.abs(pred - target))
             loss.backward()
             opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     return run
 
@@ -131,10 +147,12 @@ def torch_side(adjoint, weights, ts, ys):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="threads for both sides (1: XLA and torch single-threaded)")
     ns = parser.parse_args()
     import torch
 
-    threads = os.cpu_count() or 1
+    threads = ns.threads
     torch.set_num_threads(threads)
     iters, blocks = (5, 2) if ns.quick else (20, 5)
 

@@ -155,9 +155,9 @@ class NeuralODE(eqx.Module):
     **Raises:** `ValueError` for an unknown solver or adjoint, `t1 <= 0`, non-positive
     tolerances or `max_steps`.
 
-    Calling the model: `model(y0)` returns `y(t1)`; `model(y0, ts)` returns the states
-    at the times `ts` (1-D, increasing, within `[0, t1]`, first entry 0) stacked on a
-    leading axis. `model.solve(y0, ts)` returns the full `jaxode.Solution` (with
+    Calling the model: `model(y0)` returns `y(t1)` of the solve over `[0, t1]`;
+    `model(y0, ts)` starts from `y(ts[0]) = y0` and returns the states at the times
+    `ts` (1-D, strictly increasing) stacked on a leading axis. `model.solve(y0, ts)` returns the full `jaxode.Solution` (with
     `stats["nfe"]`, the forward evaluations).
     """
 
