@@ -25,7 +25,9 @@ model = jo.nn.ODENet(ns.channels, solver="dopri5", rtol=1e-3, atol=1e-3,
                      adjoint="backsolve", key=jr.PRNGKey(0))
 print(f"ODE-Net with {jo.nn.count_params(model):,} parameters")
 
-optimizer = optax.adamw(optax.warmup_cosine_decay_schedule(0.0, 3e-3, 22, ns.steps))
+warmup = min(22, ns.steps // 2)  # one epoch of 22 batches
+schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, warmup, max(ns.steps, warmup + 1))
+optimizer = optax.adamw(schedule)
 opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
 
 

@@ -197,17 +197,15 @@ def test_parameter_counts():
 def test_classifiers_forward_and_rknet_is_rk4():
     k = jr.PRNGKey(2)
     x = jr.uniform(k, (3, 8, 8))
-    for model in [ResNet(8, key=k), ODENet(8, key=k, rtol=1e-6, atol=1e-6),
-                  RKNet(8, key=k), MLP(key=k)]:
-        out = model(x)
+    ode = ODENet(8, key=k, rtol=1e-10, atol=1e-10, max_steps=4096, count_nfe=False)(x)
+    for out in [ResNet(8, key=k)(x), ode, RKNet(8, key=k)(x), MLP(key=k)(x)]:
         assert out.shape == (3, 10) and bool(jnp.all(jnp.isfinite(out)))
     # the RK-Net is the ODE-Net's block integrated by RK4: the RK4 error shrinks as
-    # h^4, so 2 steps -> 16 steps cuts the gap to the adaptive solve ~(8^4)-fold
-    ode = ODENet(8, key=k, rtol=1e-10, atol=1e-10, max_steps=4096)(x)
+    # h^4, so 2 steps -> 16 steps cuts the gap to the adaptive solve by up to 8^4
     gap2 = float(jnp.max(jnp.abs(RKNet(8, key=k, steps=2)(x) - ode)))
     gap16 = float(jnp.max(jnp.abs(RKNet(8, key=k, steps=16)(x) - ode)))
     assert gap16 < 1e-4, (gap2, gap16)
-    assert gap2 / gap16 > 500, (gap2, gap16)
+    assert gap2 / gap16 > 100, (gap2, gap16)  # 4th order: 4096; 2nd: 64
 
 
 def test_solve_accepts_args_with_non_array_leaves():
