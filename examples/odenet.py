@@ -26,7 +26,8 @@ model = jo.nn.ODENet(ns.channels, solver="dopri5", rtol=1e-3, atol=1e-3,
 print(f"ODE-Net with {jo.nn.count_params(model):,} parameters")
 
 warmup = min(22, ns.steps // 2)  # one epoch of 22 batches
-schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, warmup, max(ns.steps, warmup + 1))
+schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, warmup,
+                                              max(ns.steps, warmup + 1))
 optimizer = optax.adamw(schedule)
 opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
 

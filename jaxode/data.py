@@ -107,13 +107,15 @@ def read_idx(path) -> np.ndarray:
     header = 4 + 4 * ndim
     if len(data) < header:
         raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes).")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big")
+                  for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[code])
     expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if len(data) - header != expected:
         raise ValueError(
             f"{path}: the header promises shape {shape} of {dtype.name} "
-            f"({expected} bytes) but the file holds {len(data) - header} bytes of data.")
+            f"({expected} bytes) but the file holds {len(data) - header} bytes of "
+            f"data.")
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(
         dtype.newbyteorder("="))
 

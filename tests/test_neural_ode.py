@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import jaxode as jo
-from jaxode.nn import MLP, NeuralODE, NFECounter, ODENet, ResNet, RKNet, count_params
+from jaxode.nn import MLP, NeuralODE, ODENet, ResNet, RKNet, count_params
 from jaxode.nn._classifiers import Conv3x3
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,8 @@ def test_gradients_agree_across_adjoints_and_finite_differences():
     for i in range(3):
         for j in range(3):
             up = eqx.tree_at(lambda m: m.vector_field.W, model, field.W.at[i, j].add(h))
-            dn = eqx.tree_at(lambda m: m.vector_field.W, model, field.W.at[i, j].add(-h))
+            dn = eqx.tree_at(lambda m: m.vector_field.W, model,
+                             field.W.at[i, j].add(-h))
             fd[i, j] = (loss(up, y0) - loss(dn, y0)) / (2 * h)
     np.testing.assert_allclose(grads["recursive"].W, fd, atol=1e-6)
 

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -66,7 +65,8 @@ def run(out: Path, quick: bool = False, name: str = "moons") -> dict:
         flow, opt_state, loss = step(flow, opt_state, sub)
         history.append(float(loss))
         if i == 0 or (i + 1) % report == 0:
-            print(f"| {i + 1:>5} | {float(loss):>9.3f} | {float(nll(flow, test)):>9.3f} |"
+            test_nll = float(nll(flow, test))
+            print(f"| {i + 1:>5} | {float(loss):>9.3f} | {test_nll:>9.3f} |"
                   f" {time.perf_counter() - start:>6.1f} |", flush=True)
 
     lim, n = 3.0, 90

@@ -136,7 +136,8 @@ def run(out: Path, quick: bool = False) -> dict:
         results[name] = runs
 
     header = (f"| {'model':<24} | {'test error %':>13} | {'params':>7} | "
-              f"{'step memory':>11} | {'ms/step':>7} | {'NFE fwd':>7} | {'NFE bwd':>7} |")
+              f"{'step memory':>11} | {'ms/step':>7} | {'NFE fwd':>7} | "
+              f"{'NFE bwd':>7} |")
     print()
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")

@@ -157,7 +157,8 @@ class NeuralODE(eqx.Module):
 
     Calling the model: `model(y0)` returns `y(t1)` of the solve over `[0, t1]`;
     `model(y0, ts)` starts from `y(ts[0]) = y0` and returns the states at the times
-    `ts` (1-D, strictly increasing) stacked on a leading axis. `model.solve(y0, ts)` returns the full `jaxode.Solution` (with
+    `ts` (1-D, strictly increasing) stacked on a leading axis.
+    `model.solve(y0, ts)` returns the full `jaxode.Solution` (with
     `stats["nfe"]`, the forward evaluations).
     """
 
@@ -221,7 +222,7 @@ class NeuralODE(eqx.Module):
 
     @property
     def fixed_step(self) -> bool:
-        """True for a fixed-step solver (`"euler"`, `"rk4"`, ... or a jaxode stepper)."""
+        """True for a fixed-step solver (`"euler"`, `"rk4"`, ..., a jaxode stepper)."""
         solver = SOLVERS[self.solver]() if isinstance(self.solver, str) else self.solver
         return isinstance(solver, AbstractStepper)
 
