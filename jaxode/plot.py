@@ -85,6 +85,10 @@ def nfe_curves(
         ax.plot(x, values, "o-", ms=4, label=label)
     if logx:
         ax.set_xscale("log")
+    elif xs is None:
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
