@@ -120,3 +120,18 @@ def test_example_runs():
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "negative log-likelihood" in out.stdout and "sample mean" in out.stdout
+
+
+def test_plots(tmp_path):
+    from jaxode import plot
+
+    g = np.linspace(-3, 3, 5)
+    xx, yy = np.meshgrid(g, g)
+    fig = plot.densities2d([("data", np.zeros((4, 2))), ("density", (xx, yy, xx ** 2))])
+    assert len(fig.axes) == 2
+    fig = plot.nfe_curves({"forward": [30, 26], "backward": [20, 18]})
+    assert len(fig.axes[0].lines) == 2
+    fig = plot.nfe_vs_tolerance([1e-3, 1e-2], [31, 25], errors=[2.0, 2.5])
+    assert len(fig.axes) == 2  # NFE and the error on a twin axis
+    fig.savefig(tmp_path / "nfe.png")
+    assert (tmp_path / "nfe.png").stat().st_size > 0
