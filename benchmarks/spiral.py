@@ -73,7 +73,7 @@ def jax_side(adjoint, weights, ts, ys):
                         field, (w1, b1, w2, b2))
     model = NeuralODE(field, t1=float(ts[WINDOW - 1]), solver="dopri5", rtol=RTOL,
                       atol=ATOL, adjoint=adjoint, max_steps=4096, count_nfe=False)
-    opt = optax.rmsprop(1e-3)
+    opt = optax.rmsprop(1e-3, decay=0.99, eps=1e-8, eps_in_sqrt=False)  # = torch
     opt_state = opt.init(eqx.filter(model, eqx.is_inexact_array))
     ts_j, ys_j = jnp.asarray(ts), jnp.asarray(ys)
     batch_t = ts_j[:WINDOW]
