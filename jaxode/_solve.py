@@ -283,7 +283,10 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
 
 def _check_vector_field(f: VectorField, y0: Y, ts: jax.Array, args: Args) -> None:
     try:
-        out = jax.eval_shape(f, ts[0], y0, args)
+        # filter_eval_shape: `args` may hold non-array leaves (an eqx.Module with
+        # an activation function); the lambda: jax.eval_shape takes a callable with
+        # a `trace` attribute (an eqx.Module field named `trace`) for a jitted one
+        out = eqx.filter_eval_shape(lambda t, y, a: f(t, y, a), ts[0], y0, args)
     except Exception as e:  # the user's f failed to trace: say where
         raise ValueError(
             f"`f` failed when called as f(t, y0, args): {type(e).__name__}: {e}"

@@ -19,6 +19,9 @@ DEMOS: dict[str, tuple[str, str]] = {
              "steps ahead"),
     "bptt": ("bptt", "backprop through time by hand vs autodiff, truncation "
              "windows, vanishing and exploding gradients"),
+    "odenet": ("odenet", "ResNet, RK-Net, ODE-Net and MLP on 8x8 digits: error, "
+               "parameters, memory, NFE"),
+    "cnf": ("cnf", "a continuous normalising flow learns a toy 2-D density"),
 }
 
 _VERSIONS = ("jax", "jaxlib", "diffrax", "equinox", "optax", "numpy", "torch",

@@ -78,3 +78,172 @@ def sliding_windows(series, window: int) -> tuple[np.ndarray, np.ndarray]:
             f"`window` must be an integer in [1, {len(series) - 1}], got {window!r}.")
     idx = np.arange(len(series) - window)[:, None] + np.arange(window)
     return series[idx], series[window:]
+
+
+# ----- neural ODEs: images and toy 2-D densities (seed 004)
+
+_MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+_IDX_DTYPES = {
+    0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8"),
+}
+
+
+def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 handwritten digits (1797 images, no download).
+
+    The split is fixed and needs no random numbers: every fifth image (index 0, 5,
+    10, ...) is a test image, so the test set has 360 images and the training set
+    1437, with all ten classes in both.
+
+    **Returns:** `(x_train, y_train, x_test, y_test)`: images `float32` of shape
+    `(n, 8, 8)` scaled to `[0, 1]`, labels `int32` of shape `(n,)`.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)
+    y = bunch.target.astype(np.int32)
+    test = np.arange(len(y)) % 5 == 0
+    return x[~test], y[~test], x[test], y[test]
+
+
+def read_idx(path) -> np.ndarray:
+    """Read one IDX file (the MNIST format), raw or gzip-compressed.
+
+    **Returns:** the array with the dtype and shape stored in the file header.
+
+    **Raises:** `ValueError` when the file is not a valid IDX file (bad magic number,
+    unknown type code, or a size that does not match the header).
+    """
+    import gzip
+    from pathlib import Path
+
+    path = Path(path)
+    with path.open("rb") as fh:
+        start = fh.read(2)
+    opener = gzip.open if start == b"\x1f\x8b" else open
+    with opener(path, "rb") as fh:
+        data = fh.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(
+            f"{path} is not an IDX file: it must start with two zero bytes, then a "
+            f"type code and the number of dimensions.")
+    code, ndim = data[2], data[3]
+    if code not in _IDX_DTYPES:
+        raise ValueError(f"{path}: unknown IDX type code 0x{code:02x}.")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header ({len(data)} bytes).")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big")
+                  for i in range(ndim))
+    dtype = np.dtype(_IDX_DTYPES[code])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{path}: the header promises shape {shape} of {dtype.name} "
+            f"({expected} bytes) but the file holds {len(data) - header} bytes of "
+            f"data.")
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(
+        dtype.newbyteorder("="))
+
+
+def mnist(directory) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST from the four IDX files in `directory` (raw, or gzip with `.gz` added).
+
+    Nothing is downloaded. Put `train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+    `t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte` (each optionally ending in
+    `.gz`) into `directory`.
+
+    **Returns:** `(x_train, y_train, x_test, y_test)`: images `float32` `(n, 28, 28)`
+    in `[0, 1]`, labels `int32` `(n,)`.
+
+    **Raises:** `FileNotFoundError` naming the directory and the missing files;
+    `ValueError` for malformed files or images and labels of different lengths.
+    """
+    from pathlib import Path
+
+    root = Path(directory)
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"MNIST directory {str(root)!r} does not exist. jaxode does not download "
+            f"data: create it and put the four MNIST IDX files in it "
+            f"({', '.join(n for pair in _MNIST_FILES.values() for n in pair)}; raw or "
+            f"with .gz).")
+    found, missing = {}, []
+    for pair in _MNIST_FILES.values():
+        for name in pair:
+            for candidate in (root / name, root / (name + ".gz")):
+                if candidate.is_file():
+                    found[name] = candidate
+                    break
+            else:
+                missing.append(name)
+    if missing:
+        raise FileNotFoundError(
+            f"MNIST files missing from {str(root)!r}: {', '.join(missing)} (raw or "
+            f"with .gz). Put the IDX files there; jaxode does not download data.")
+    out = []
+    for images_name, labels_name in _MNIST_FILES.values():
+        images, labels = read_idx(found[images_name]), read_idx(found[labels_name])
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"{found[images_name]} and {found[labels_name]} do not form an image "
+                f"set: shapes {images.shape} and {labels.shape}; expected (n, rows, "
+                f"cols) and (n,).")
+        out += [(images / 255.0).astype(np.float32), labels.astype(np.int32)]
+    return out[0], out[1], out[2], out[3]
+
+
+TOY2D = ("moons", "circles", "8gaussians", "pinwheel")
+
+
+def toy2d(name: str, n: int, key) -> "jnp.ndarray":
+    """`n` samples of a toy 2-D density, roughly centred and of unit scale.
+
+    - `"moons"`: two interleaved half circles; `"circles"`: two concentric rings;
+      `"8gaussians"`: eight small Gaussians on a circle of radius 2;
+      `"pinwheel"`: five curved arms.
+
+    **Returns:** array of shape `(n, 2)`, floating dtype of the current JAX default.
+
+    **Raises:** `ValueError` for an unknown name or a non-positive `n`.
+    """
+    import jax.random as jr
+
+    if name not in TOY2D:
+        raise ValueError(f"`name`={name!r} is not one of: {', '.join(TOY2D)}.")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"`n` must be a positive integer, got {n!r}.")
+    k1, k2, k3 = jr.split(key, 3)
+    dtype = jnp.result_type(float)
+    if name == "moons":
+        upper = jr.bernoulli(k1, 0.5, (n,))
+        angle = jr.uniform(k2, (n,), dtype) * jnp.pi
+        x = jnp.where(upper, jnp.cos(angle), 1 - jnp.cos(angle))
+        y = jnp.where(upper, jnp.sin(angle), 0.5 - jnp.sin(angle))
+        pts = jnp.stack([x - 0.5, y - 0.25], axis=-1) * 1.6
+        return pts + 0.08 * jr.normal(k3, (n, 2), dtype)
+    if name == "circles":
+        outer = jr.bernoulli(k1, 0.5, (n,))
+        angle = jr.uniform(k2, (n,), dtype) * 2 * jnp.pi
+        radius = jnp.where(outer, 2.0, 1.0)
+        pts = radius[:, None] * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+        return pts + 0.08 * jr.normal(k3, (n, 2), dtype)
+    if name == "8gaussians":
+        centre = jr.randint(k1, (n,), 0, 8)
+        angle = centre.astype(dtype) * (2 * jnp.pi / 8)
+        pts = 2.0 * jnp.stack([jnp.cos(angle), jnp.sin(angle)], axis=-1)
+        return pts + 0.15 * jr.normal(k2, (n, 2), dtype)
+    # pinwheel: radial Gaussian spread, rotated more the further out a point is
+    arm = jr.randint(k1, (n,), 0, 5)
+    radial = 1.0 + 0.3 * jr.normal(k2, (n,), dtype)
+    tangential = 0.1 * jr.normal(k3, (n,), dtype)
+    angle = arm.astype(dtype) * (2 * jnp.pi / 5) + 0.6 * jnp.exp(radial)
+    c, s = jnp.cos(angle), jnp.sin(angle)
+    return jnp.stack([c * radial - s * tangential, s * radial + c * tangential],
+                     axis=-1) * 1.2

@@ -1,0 +1,229 @@
+"""NeuralODE (solution, NFE counts, gradients across adjoints) and the classifiers."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.random as jr
+import jax.scipy.linalg as jsl
+import numpy as np
+import pytest
+
+import jaxode as jo
+from jaxode.nn import MLP, NeuralODE, ODENet, ResNet, RKNet, count_params
+from jaxode.nn._classifiers import Conv3x3
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Linear(eqx.Module):
+    A: jax.Array
+
+    def __call__(self, t, y):
+        return self.A @ y
+
+
+class Tanh(eqx.Module):
+    """A small nonlinear, time-dependent field with a few parameters."""
+
+    W: jax.Array
+    b: jax.Array
+
+    def __call__(self, t, y):
+        return jnp.tanh(self.W @ y + self.b * (1 + t))
+
+
+A = jnp.array([[-0.1, 2.0], [-2.0, -0.1]])
+
+
+def test_linear_field_matches_matrix_exponential():
+    model = NeuralODE(Linear(A), t1=2.0, solver="dopri5", rtol=1e-10, atol=1e-10)
+    y0 = jnp.array([1.0, -0.5])
+    ts = jnp.linspace(0.0, 2.0, 5)
+    ys = model(y0, ts)
+    expected = jnp.stack([jsl.expm(t * A) @ y0 for t in ts])
+    np.testing.assert_allclose(ys, expected, atol=1e-8)
+
+
+def test_forward_nfe_counted_exactly_and_survives_jit_cache():
+    model = NeuralODE(Tanh(jnp.eye(2), jnp.ones(2)), t1=3.0, rtol=1e-7, atol=1e-7)
+    y0 = jnp.array([0.3, -0.2])
+    run = eqx.filter_jit(lambda m, y: m.solve(y).stats)
+    stats = run(model, y0)  # compiles
+    nfe = int(stats["nfe"])
+    model.counter.reset()
+    for _ in range(3):  # served from the jit cache: the hook still fires
+        assert int(run(model, y0)["nfe"]) == nfe
+    assert model.counter.forward == 3 * nfe
+    assert model.counter.backward == 0
+    # dopri5 is first-same-as-last: 1 + 6 evaluations per step
+    assert nfe == 1 + 6 * int(stats["num_steps"])
+
+
+@pytest.mark.parametrize("adjoint", ["recursive", "backsolve"])
+def test_backward_nfe(adjoint):
+    model = NeuralODE(Tanh(jnp.eye(2), jnp.ones(2)), t1=3.0, rtol=1e-7, atol=1e-7,
+                      adjoint=adjoint)
+    y0 = jnp.array([0.3, -0.2])
+    nfe = int(model.solve(y0).stats["nfe"])
+    grad = eqx.filter_jit(eqx.filter_grad(lambda m: jnp.sum(m(y0) ** 2)))
+    grad(model)
+    with model.counter.measure() as m:
+        grad(model)
+    if adjoint == "recursive":
+        # one vector-Jacobian product per forward evaluation
+        assert m.backward == nfe
+    else:
+        # backsolve: each evaluation of the adjoint dynamics is one VJP plus one
+        # evaluation of f; the forward solve is the plain solve
+        assert m.backward > 0
+        assert m.forward == nfe + m.backward
+
+
+def _loss(model, y0):
+    ys = model(y0, jnp.linspace(0.0, 1.5, 4))
+    return jnp.sum(ys ** 2) + jnp.sum(jnp.sin(ys[-1]))
+
+
+def test_gradients_agree_across_adjoints_and_finite_differences():
+    key1, key2 = jr.split(jr.PRNGKey(0))
+    field = Tanh(0.8 * jr.normal(key1, (3, 3)), 0.3 * jr.normal(key2, (3,)))
+    y0 = jnp.array([0.5, -0.3, 0.2])
+    grads = {}
+    for adjoint in ["recursive", "backsolve"]:
+        model = NeuralODE(field, t1=1.5, rtol=1e-10, atol=1e-10, adjoint=adjoint,
+                          count_nfe=False)
+        grads[adjoint] = eqx.filter_grad(_loss)(model, y0).vector_field
+    np.testing.assert_allclose(grads["backsolve"].W, grads["recursive"].W, atol=1e-6)
+    np.testing.assert_allclose(grads["backsolve"].b, grads["recursive"].b, atol=1e-6)
+    # central finite differences on every entry of W
+    model = NeuralODE(field, t1=1.5, rtol=1e-11, atol=1e-11, count_nfe=False)
+    loss = eqx.filter_jit(_loss)
+    h = 1e-5
+    fd = np.zeros((3, 3))
+    for i in range(3):
+        for j in range(3):
+            up = eqx.tree_at(lambda m: m.vector_field.W, model, field.W.at[i, j].add(h))
+            dn = eqx.tree_at(lambda m: m.vector_field.W, model,
+                             field.W.at[i, j].add(-h))
+            fd[i, j] = (loss(up, y0) - loss(dn, y0)) / (2 * h)
+    np.testing.assert_allclose(grads["recursive"].W, fd, atol=1e-6)
+
+
+def test_fixed_step_solver_and_y0_gradient():
+    model = NeuralODE(Linear(A), t1=1.0, solver="rk4", dt=0.01, adjoint="backsolve")
+    y0 = jnp.array([1.0, 0.5])
+    np.testing.assert_allclose(model(y0), jsl.expm(A) @ y0, atol=1e-8)
+    # d/dy0 of sum(y(t1)) = expm(A)^T 1
+    g = jax.grad(lambda y: jnp.sum(model(y)))(y0)
+    np.testing.assert_allclose(g, jsl.expm(A).T @ jnp.ones(2), atol=1e-8)
+
+
+def test_bad_arguments():
+    field = Linear(A)
+    with pytest.raises(ValueError, match="`solver`='rk5'"):
+        NeuralODE(field, solver="rk5")
+    with pytest.raises(ValueError, match="`adjoint`='adjoint'"):
+        NeuralODE(field, adjoint="adjoint")
+    with pytest.raises(ValueError, match="`t1` must be > 0"):
+        NeuralODE(field, t1=0.0)
+    with pytest.raises(ValueError, match="`rtol` must be > 0"):
+        NeuralODE(field, rtol=-1.0)
+    with pytest.raises(ValueError, match="`vector_field` must be callable"):
+        NeuralODE(3.0)
+    with pytest.raises(ValueError, match="shape"):
+        ResNet(4, key=jr.PRNGKey(0))(jnp.zeros((8, 8)))
+    with pytest.raises(ValueError, match="64 features"):
+        MLP(key=jr.PRNGKey(0))(jnp.zeros((2, 7, 7)))
+
+
+def test_solve_accepts_a_module_with_a_trace_field():
+    """Regression: jax.eval_shape took an eqx.Module with a `trace` field for a
+    jitted function, so `solve`'s input check failed on it."""
+
+    class Field(eqx.Module):
+        trace: str = "exact"
+
+        def __call__(self, t, y, args):
+            return -y
+
+    sol = jo.solve(Field(), jnp.array([1.0]), jnp.array([0.0, 1.0]), rtol=1e-10,
+                   atol=1e-10)
+    np.testing.assert_allclose(sol.ys[-1], np.exp(-1.0), atol=1e-8)
+
+
+# ---------------------------------------------------------------- classifiers
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_conv3x3_matches_lax_conv(stride):
+    key1, key2 = jr.split(jr.PRNGKey(1))
+    conv = Conv3x3(3, 5, stride=stride, key=key1)
+    x = jr.normal(key2, (2, 8, 8, 3))
+    kernel = conv.weight.reshape(3, 3, 3, 5)  # (kh, kw, in, out)
+    ref = jax.lax.conv_general_dilated(
+        x, kernel, (stride, stride), ((1, 1), (1, 1)) if stride == 1 else ((1, 1),) * 2,
+        dimension_numbers=("NHWC", "HWIO", "NHWC")) + conv.bias
+    if stride == 2:  # lax keeps the top-left taps of each stride window as well
+        ref = jax.lax.conv_general_dilated(
+            x, kernel, (1, 1), ((1, 1), (1, 1)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))[:, ::2, ::2] + conv.bias
+    np.testing.assert_allclose(conv(x), ref, atol=1e-10)
+
+
+def _conv_params(cin, cout):
+    return 9 * cin * cout + cout
+
+
+def test_parameter_counts():
+    c, k = 16, jr.PRNGKey(0)
+    norm = 2 * c
+    stem = _conv_params(1, c) + norm + _conv_params(c, c)
+    head = norm + c * 10 + 10
+    block = 2 * norm + 2 * _conv_params(c, c)
+    ode_block = 3 * norm + 2 * _conv_params(c + 1, c)
+    assert count_params(ResNet(c, key=k)) == stem + 6 * block + head
+    assert count_params(ODENet(c, key=k)) == stem + ode_block + head
+    assert count_params(RKNet(c, key=k)) == stem + ode_block + head
+    assert count_params(MLP(key=k)) == 64 * 300 + 300 + 300 * 10 + 10 == 22510
+    # the default width used by the demo: the ODE-Net has under 40 % of the
+    # ResNet's parameters
+    assert count_params(ODENet(key=k)) / count_params(ResNet(key=k)) < 0.4
+
+
+def test_classifiers_forward_and_rknet_is_rk4():
+    k = jr.PRNGKey(2)
+    x = jr.uniform(k, (3, 8, 8))
+    ode = ODENet(8, key=k, rtol=1e-10, atol=1e-10, max_steps=4096, count_nfe=False)(x)
+    for out in [ResNet(8, key=k)(x), ode, RKNet(8, key=k)(x), MLP(key=k)(x)]:
+        assert out.shape == (3, 10) and bool(jnp.all(jnp.isfinite(out)))
+    # the RK-Net is the ODE-Net's block integrated by RK4: the RK4 error shrinks as
+    # h^4, so 2 steps -> 16 steps cuts the gap to the adaptive solve by up to 8^4
+    gap2 = float(jnp.max(jnp.abs(RKNet(8, key=k, steps=2)(x) - ode)))
+    gap16 = float(jnp.max(jnp.abs(RKNet(8, key=k, steps=16)(x) - ode)))
+    assert gap16 < 1e-4, (gap2, gap16)
+    assert gap2 / gap16 > 100, (gap2, gap16)  # 4th order: 4096; 2nd: 64
+
+
+def test_solve_accepts_args_with_non_array_leaves():
+    """Regression: `solve`'s input check ran jax.eval_shape on `args`, which fails
+    on a module holding a function (here the MLP's activation)."""
+    mlp = eqx.nn.MLP(2, 2, 8, 1, activation=jnp.tanh, key=jr.PRNGKey(0))
+    f = lambda t, y, m: m(y)  # noqa: E731
+    ts = jnp.array([0.0, 0.5])
+    sol = jo.solve(f, jnp.array([1.0, 0.0]), ts, mlp, rtol=1e-10, atol=1e-10)
+    fixed = jo.solve(f, jnp.array([1.0, 0.0]), ts, mlp, solver="rk4", dt=1e-3)
+    np.testing.assert_allclose(sol.ys[-1], fixed.ys[-1], atol=1e-9)
+
+
+def test_example_runs():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "odenet.py"), "--steps", "2",
+         "--channels", "4"], capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "test error" in out.stdout and "NFE forward" in out.stdout
