@@ -329,6 +329,9 @@ def solve(
     `ts` are traced values: changing them does not recompile.
     """
     solver = _resolve_solver(solver)
+    # keep a host copy of concrete times: under `jit`, `jnp.asarray` turns even a
+    # NumPy constant into a tracer, and a fixed-step grid needs the values
+    ts_host = np.asarray(ts, dtype=np.float64) if is_concrete(ts) else None
     ts = _as_float(ts)
     check_times("ts", ts)
     y0 = jtu.tree_map(_as_float, y0)
@@ -350,7 +353,8 @@ def solve(
         return Solution(ts, ys, _stats(0, 0, 0, 0), jnp.array(True))
 
     if isinstance(solver, AbstractStepper):
-        ys, ok, stats = _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress)
+        ys, ok, stats = _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress,
+                                ts_host)
     else:
         adjoint = _resolve_adjoint(adjoint)
         dt0 = None if dt is None else jnp.asarray(dt, ts.dtype)
@@ -365,7 +369,7 @@ def solve(
     return Solution(ts, ys, stats, ok)
 
 
-def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress):
+def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress, ts_host=None):
     if isinstance(adjoint, diffrax.BacksolveAdjoint) or adjoint == "backsolve":
         raise ValueError(
             "`adjoint`='backsolve' needs an adaptive diffrax solver; fixed-step "
@@ -377,15 +381,15 @@ def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress):
     if dt is None:
         substeps = 1
     else:
-        if not (is_concrete(ts) and is_concrete(dt)):
+        if ts_host is None or not is_concrete(dt):
             raise ValueError(
                 "a fixed-step solve with `dt` needs concrete `ts` and `dt` (the "
                 "number of steps sets array shapes); pass them as constants, not "
                 "traced values, or use dt=None with a finer `ts`."
             )
-        counts, sizes = _fixed_grid(np.asarray(ts, dtype=np.float64), float(dt))
+        counts, sizes = _fixed_grid(ts_host, float(dt))
         if np.any(counts != counts[0]):
-            t_np = np.asarray(ts, dtype=np.float64)
+            t_np = ts_host
             t_steps = np.concatenate(
                 [t_np[i] + sizes[i] * np.arange(c) for i, c in enumerate(counts)])
             h_steps = np.repeat(sizes, counts)
