@@ -10,7 +10,10 @@ and the error estimates share one compiled solve). Uncertainty comes from the
 Gauss–Newton approximation at the optimum with Student-t quantiles.
 """
 
+import copy
+import functools
 import math
+from collections import OrderedDict
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -117,13 +120,17 @@ class FitResult:
     - `cov`: the covariance matrix of all estimated numbers (parameters in
       `jax.tree_util` leaf order, then `y0` when fitted).
     - `n_obs`, `n_params`, `dof`: observed numbers, estimated numbers, `n − p`.
+    - `opt_steps`: how many entries of `losses` are optimiser steps (the rest are
+      the polish).
+    - `starts_losses`: with `multistart`, the final loss of every start.
     - `converged`: True when the final polish (or, without it, the optimiser) met its
       tolerance with a finite loss.
     - `confint(level)`, `predict(ts)`: see the methods.
     """
 
     def __init__(self, *, params, y0, losses, loss, stderr, y0_stderr, cov, n_obs,
-                 n_params, converged, message, predictor, starts_losses=None):
+                 n_params, converged, message, predictor, opt_steps=0,
+                 starts_losses=None):
         self.params = params
         self.y0 = y0
         self.losses = losses
@@ -136,6 +143,7 @@ class FitResult:
         self.dof = n_obs - n_params
         self.converged = converged
         self.message = message
+        self.opt_steps = opt_steps
         self.starts_losses = starts_losses
         self._predictor = predictor
 
@@ -277,6 +285,7 @@ def _prepare_data(ts, ys, y0, mask, t0):
     return ts, ys, y0, observed, t0, single
 
 
+@functools.lru_cache(maxsize=8)
 def _default_optimizer(steps: int) -> optax.GradientTransformation:
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=1e-3, peak_value=0.05, warmup_steps=max(1, steps // 20),
@@ -338,8 +347,31 @@ class _Problem:
         self.n_traj, _, self.dim = ys.shape
         self.u0 = self.to_u(flat0, y0)
         self.shooting = None
+        self.s_scale = None
         if shooting is not None:
             self._setup_shooting(shooting, ts, ys, observed)
+
+    # -- compiled functions take the arrays as arguments (no recompilation when only
+    #    the data or the start change) and cache on everything else
+    _DYNAMIC = ("pos", "scale", "y0", "y0_scale", "observed", "ys_filled", "s_scale",
+                "n_obs")
+
+    def dynamic(self) -> dict:
+        return {k: jnp.asarray(getattr(self, k)) for k in self._DYNAMIC
+                if getattr(self, k, None) is not None}
+
+    def with_dynamic(self, dyn: dict) -> "_Problem":
+        new = copy.copy(self)
+        for k, v in dyn.items():
+            setattr(new, k, v)
+        return new
+
+    def static_key(self) -> tuple:
+        return (self.f, self.solver, self.treedef, tuple(self.shapes), self.fit_y0,
+                self.t0, tuple(self.grid.tolist()), tuple(self.obs_index.tolist()),
+                tuple(sorted(self.solve_kwargs.items())), self.shooting,
+                tuple(getattr(self, "bounds", ())), self.n_traj, self.dim,
+                str(self.dtype), self.observed.shape)
 
     # -- parameter transforms: u (optimiser space) <-> natural values
     def to_u(self, flat, y0):
@@ -358,6 +390,21 @@ class _Problem:
         else:
             y0 = jnp.asarray(self.y0)
         return flat, y0
+
+    def flat_from_u_host(self, u):
+        """`flat_from_u` in NumPy, for results (no compilation)."""
+        up = u[: self.n_p]
+        flat = np.where(self.pos, np.exp(np.where(self.pos, up, 0.0)), up * self.scale)
+        y0 = (u[self.n_p: self.n_p + self.y0.size].reshape(self.y0.shape)
+              * self.y0_scale) if self.fit_y0 else np.asarray(self.y0)
+        return flat, y0
+
+    def unflatten_host(self, flat):
+        out, i = [], 0
+        for shape, n in zip(self.shapes, self.sizes):
+            out.append(np.asarray(flat[i: i + n], self.dtype).reshape(shape))
+            i += n
+        return jtu.tree_unflatten(self.treedef, out)
 
     def unflatten(self, flat):
         out, i = [], 0
@@ -468,7 +515,38 @@ class _LoopState(eqx.Module):
     lam: jax.Array  # Levenberg–Marquardt damping
 
 
-def _make_loop(residuals, optimizer, n_obs, steps, total, chunk, jac_mode):
+_LOOPS: OrderedDict = OrderedDict()  # compiled loops, most recently used last
+
+
+def _residual_function(prob, phase, adjoint, steps):
+    if phase == "shoot":
+        def residuals(v, i):
+            w = 10.0 ** (3.0 * jnp.minimum(1.0, i / max(1, steps - 1)))
+            return prob.shooting_residuals(v, w, adjoint)
+    else:
+        def residuals(v, i):
+            return prob.residuals(v, adjoint)
+    return residuals
+
+
+def _get_loop(prob, phase, adjoint, optimizer, steps, total, chunk, jac_mode):
+    """The compiled `(init, run)` pair for this problem's structure, from a cache."""
+    key = (prob.static_key(), phase, adjoint, optimizer, steps, total, chunk, jac_mode)
+    try:
+        hash(key)
+    except TypeError:  # an unhashable solve option: compile afresh
+        return _make_loop(prob, phase, adjoint, optimizer, steps, total, chunk,
+                          jac_mode)
+    if key not in _LOOPS:
+        _LOOPS[key] = _make_loop(prob, phase, adjoint, optimizer, steps, total, chunk,
+                                 jac_mode)
+        while len(_LOOPS) > 8:
+            _LOOPS.popitem(last=False)
+    _LOOPS.move_to_end(key)
+    return _LOOPS[key]
+
+
+def _make_loop(template, phase, adjoint, optimizer, steps, total, chunk, jac_mode):
     """A compiled chunk of `chunk` iterations: optimiser steps while `i < steps`,
     then Levenberg–Marquardt steps up to `total`. Every iteration evaluates the
     residuals and their Jacobian once; the optimiser uses the gradient `2Jᵀr/n`,
@@ -476,14 +554,17 @@ def _make_loop(residuals, optimizer, n_obs, steps, total, chunk, jac_mode):
     estimates."""
     jacobian = jax.jacfwd if jac_mode == "fwd" else jax.jacrev
 
-    def evaluate(v, i):
+    def evaluate(dyn, v, i):
+        residuals = _residual_function(template.with_dynamic(dyn), phase, adjoint,
+                                       steps)
         both = lambda v: (residuals(v, i),) * 2  # noqa: E731
         jac, r = jacobian(both, has_aux=True)(v)
         return r, jac
 
-    def one_step(state: _LoopState, i):
+    def one_step(dyn, state: _LoopState, i):
         active = (i < total) & ~state.stopped
-        r, jac = evaluate(state.v, i)
+        r, jac = evaluate(dyn, state.v, i)
+        n_obs = dyn["n_obs"]
         loss = jnp.sum(r * r) / n_obs
         finite = jnp.isfinite(loss) & jnp.all(jnp.isfinite(jac))
         r = jnp.where(finite, r, 0.0)
@@ -528,8 +609,8 @@ def _make_loop(residuals, optimizer, n_obs, steps, total, chunk, jac_mode):
         shown = jnp.where(in_lm, best_loss, loss)
         return new, jnp.where(active, shown, jnp.nan)
 
-    def init(v):
-        r, jac = jax.eval_shape(evaluate, v, 0)
+    def init(dyn, v):
+        r, jac = jax.eval_shape(evaluate, dyn, v, 0)
         opt_state = optimizer.init(v)
         zeros = lambda s: jnp.zeros(s.shape, s.dtype)  # noqa: E731
         return _LoopState(v, opt_state, v, opt_state, jnp.asarray(1.0, v.dtype),
@@ -537,24 +618,27 @@ def _make_loop(residuals, optimizer, n_obs, steps, total, chunk, jac_mode):
                           jnp.asarray(jnp.inf, v.dtype), zeros(r), zeros(jac),
                           jnp.asarray(1e-3, v.dtype))
 
-    def run(state, start):
-        return lax.scan(one_step, state, start + jnp.arange(chunk))
+    def run(dyn, state, start):
+        return lax.scan(lambda s, i: one_step(dyn, s, i), state,
+                        start + jnp.arange(chunk))
 
-    init = eqx.filter_jit(jax.vmap(init))
-    run = eqx.filter_jit(jax.vmap(run, in_axes=(0, None)))
+    init = eqx.filter_jit(jax.vmap(init, in_axes=(None, 0)))
+    run = eqx.filter_jit(jax.vmap(run, in_axes=(None, 0, None)))
     return init, run
 
 
-def _run_loop(residuals, v0, optimizer, n_obs, steps, n_polish, jac_mode, bar):
+def _run_loop(prob, phase, adjoint, v0, optimizer, steps, n_polish, jac_mode, bar):
     """Run the compiled loop over starts `v0` (leading axis); returns the final
     state and the per-iteration losses, shape `(starts, iterations)`."""
     total = max(1, steps + n_polish)
     chunk = max(1, math.ceil(total / _CHUNKS))
-    init, run = _make_loop(residuals, optimizer, n_obs, steps, total, chunk, jac_mode)
-    state = init(v0)
+    init, run = _get_loop(prob, phase, adjoint, optimizer, steps, total, chunk,
+                          jac_mode)
+    dyn = prob.dynamic()
+    state = init(dyn, v0)
     pieces = []
     for start in range(0, total, chunk):
-        state, losses = run(state, jnp.asarray(start))
+        state, losses = run(dyn, state, jnp.asarray(start))
         losses = np.asarray(losses)
         pieces.append(losses)
         if bar is not None:
@@ -701,23 +785,18 @@ def fit(
     try:
         losses_shoot = None
         if prob.shooting and steps:
-            def shoot_res(v, i):
-                w = 10.0 ** (3.0 * jnp.minimum(1.0, i / max(1, steps - 1)))
-                return prob.shooting_residuals(v, w, adjoint)
-
             su0 = jnp.broadcast_to(jnp.asarray(prob.su0, dtype),
                                    (n_starts, prob.su0.size))
             state, losses_shoot = _run_loop(
-                shoot_res, jnp.concatenate([u0, su0], axis=1), optimizer, n, steps, 0,
-                jac_mode, bar)
+                prob, "shoot", adjoint, jnp.concatenate([u0, su0], axis=1), optimizer,
+                steps, 0, jac_mode, bar)
             _check_start(state)
             u0 = state.best_v[:, : prob.u0.size]
             steps_single = 0
         else:
             steps_single = steps
-        state, losses = _run_loop(
-            lambda u, i: prob.residuals(u, adjoint), u0, optimizer, n, steps_single,
-            n_polish, jac_mode, bar)
+        state, losses = _run_loop(prob, "single", adjoint, u0, optimizer, steps_single,
+                                  n_polish, jac_mode, bar)
         _check_start(state)
     finally:
         if bar is not None:
@@ -735,11 +814,10 @@ def fit(
             "finite parameters. Try a smaller learning rate, `positive=True`, "
             "`shooting=k`, or a better `params0`.")
         warnings.warn(message, RuntimeWarning, stacklevel=2)
-    u = jnp.asarray(state.best_v[best])
-    jac_u = np.asarray(state.best_jac[best], dtype=np.float64)
-    r = np.asarray(state.best_r[best], dtype=np.float64)
-    flat, y0_hat = prob.flat_from_u(u)
-    flat, y0_hat = np.asarray(flat, np.float64), np.asarray(y0_hat, np.float64)
+    u = np.asarray(state.best_v, dtype=np.float64)[best]
+    jac_u = np.asarray(state.best_jac, dtype=np.float64)[best]
+    r = np.asarray(state.best_r, dtype=np.float64)[best]
+    flat, y0_hat = prob.flat_from_u_host(u)
     converged = not message and _converged(jac_u, r)
 
     # Gauss–Newton covariance in natural units: J_nat = J_u · diag(du/dp)
@@ -755,8 +833,8 @@ def fit(
     else:
         cov = np.full((p, p), np.inf)
         se = np.full(p, np.inf)
-    params = prob.unflatten(jnp.asarray(flat))
-    stderr = prob.unflatten(jnp.asarray(se[: flat.size]))
+    params = prob.unflatten_host(flat)
+    stderr = prob.unflatten_host(se[: flat.size])
     y0_out = y0_hat[0] if single else y0_hat
     y0_se = None
     if fit_y0:
@@ -780,7 +858,7 @@ def fit(
     return FitResult(
         params=params, y0=y0_out, losses=losses[best], loss=float(best_loss[best]),
         stderr=stderr, y0_stderr=y0_se, cov=cov, n_obs=n, n_params=p,
-        converged=converged, message=message, predictor=predictor,
+        converged=converged, message=message, predictor=predictor, opt_steps=steps,
         starts_losses=best_loss if n_starts > 1 else None,
     )
 

@@ -9,6 +9,8 @@ from pathlib import Path
 DEMOS: dict[str, tuple[str, str]] = {
     "simulate": ("simulate", "the two-species competition model as an RNN and "
                  "adaptively"),
+    "lotka-volterra": ("lotka_volterra", "recover the competition model's six "
+                       "parameters from seven observations (jaxode.fit)"),
 }
 
 
