@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from ._errors import check_times, short
-from ._solve import _resolve_solver, solve
+from ._solve import _resolve_solver, _solve_fixed_grid, solve
 from ._solvers import AbstractStepper
 
 __all__ = ["fit", "FitResult", "t_quantile"]
@@ -371,6 +371,7 @@ class _Problem:
                 self.t0, tuple(self.grid.tolist()), tuple(self.obs_index.tolist()),
                 tuple(sorted(self.solve_kwargs.items())), self.shooting,
                 tuple(getattr(self, "bounds", ())), self.n_traj, self.dim,
+                str(self.solve_kwargs.get("dt")),
                 str(self.dtype), self.observed.shape)
 
     # -- parameter transforms: u (optimiser space) <-> natural values
@@ -469,10 +470,81 @@ class _Problem:
                 for j, i in enumerate(bounds[1:-1]):
                     s0[b, j, d] = (np.interp(grid[i], grid[ok], gy[b, ok, d])
                                    if ok.any() else self.y0[b, d])
-        self.s_scale = np.maximum(np.abs(s0), 1e-12)
-        self.s_scale = np.where(np.abs(s0) > 0, np.abs(s0), 1.0)
+        mag = np.nanmax(np.where(gobs, np.abs(gy), np.nan), axis=1, initial=0.0)
+        mag = np.where(np.isfinite(mag) & (mag > 0), mag, 1.0)  # (n_traj, D)
+        self.s_scale = np.broadcast_to(mag[:, None, :], s0.shape).copy()
         self.shooting = k
         self.su0 = (s0 / self.s_scale).reshape(-1)
+        self._setup_segments()
+
+    def _setup_segments(self):
+        """Index tables so that all segments are solved at once under `vmap`.
+
+        Segment `j` runs over grid points `bounds[j] … bounds[j+1]`. Adaptive
+        solvers save at the segment's own times, padded to a common length with extra
+        save times inside the last interval. Fixed-step solvers run the segment's
+        own steps, padded with steps of size zero (which leave the state unchanged).
+        `seg_of`, `slot_of` give, for every grid point after the first, the segment
+        and the output slot that predict it; the last slot is each segment's end."""
+        grid, bounds, k = self.grid, self.bounds, self.shooting
+        lengths = [bounds[j + 1] - bounds[j] + 1 for j in range(k)]
+        n_slots = max(lengths)
+        seg_of, slot_of = [], []
+        for j in range(k):
+            m = lengths[j]
+            for i in range(1, m):
+                seg_of.append(j)
+                slot_of.append(i if i < m - 1 else n_slots - 1)
+        self.seg_of, self.slot_of = np.array(seg_of), np.array(slot_of)
+        if not self.fixed:
+            local = np.empty((k, n_slots))
+            for j in range(k):
+                pts = grid[bounds[j]: bounds[j + 1] + 1]
+                extra = n_slots - len(pts)
+                tail = np.linspace(pts[-2], pts[-1], extra + 2)[1:]
+                local[j] = np.concatenate([pts[:-1], tail])
+            self.seg_times = local
+            return
+        dt = self.solve_kwargs.get("dt")
+        t_steps, h_steps, saves = [], [], []
+        for j in range(k):
+            pts = grid[bounds[j]: bounds[j + 1] + 1]
+            spans = np.diff(pts)
+            counts = (np.ones(len(spans), np.int64) if dt is None else
+                      np.maximum(1, np.ceil(spans / dt - 1e-9)).astype(np.int64))
+            sizes = spans / counts
+            t_steps.append(np.concatenate(
+                [pts[i] + sizes[i] * np.arange(c) for i, c in enumerate(counts)]))
+            h_steps.append(np.repeat(sizes, counts))
+            save = np.cumsum(counts) - 1
+            saves.append(np.concatenate(
+                [save[:-1], np.full(n_slots - 1 - len(save), save[-1]), save[-1:]]))
+        n_steps = max(len(t) for t in t_steps)
+        self.seg_t = np.stack([np.concatenate([t, np.full(n_steps - len(t), t[-1])])
+                               for t in t_steps])
+        self.seg_h = np.stack([np.concatenate([h, np.zeros(n_steps - len(h))])
+                               for h in h_steps])
+        self.seg_save = np.stack(saves)
+
+    def _solve_segments(self, params, starts):
+        """All segments at once: `starts` (n_traj, k, D) -> (n_traj, k, slots, D)."""
+        if self.fixed:
+            def one(y, t_steps, h_steps, save):
+                ys, _, _ = _solve_fixed_grid(self.f, self.solver, y, t_steps, h_steps,
+                                             save, params, False)
+                return ys
+
+            seg = jax.vmap(one)
+            return jax.vmap(lambda s: seg(s, self.seg_t, self.seg_h, self.seg_save))(
+                starts)
+        kwargs = dict(self.solve_kwargs)
+
+        def one(y, ts):
+            return solve(self.f, y, ts, params, solver=self.solver, throw=False,
+                         **kwargs).ys
+
+        seg = jax.vmap(one)
+        return jax.vmap(lambda s: seg(s, jnp.asarray(self.seg_times)))(starts)
 
     def shooting_residuals(self, v, weight, adjoint):
         """Observation residuals of all segments, then the weighted continuity
@@ -482,18 +554,16 @@ class _Problem:
         flat, y0 = self.flat_from_u(u)
         params = self.unflatten(flat)
         s = sv.reshape(self.n_traj, self.shooting - 1, self.dim) * self.s_scale
-        starts = [y0] + [s[:, j] for j in range(self.shooting - 1)]
-        pieces, defects = [], []
-        for j in range(self.shooting):
-            a, b = self.bounds[j], self.bounds[j + 1]
-            ys = self._solve(params, starts[j], self.grid[a: b + 1], adjoint)
-            pieces.append(ys[:, 1:] if j else ys)
-            if j + 1 < self.shooting:
-                defects.append(ys[:, -1] - starts[j + 1])
-        path = jnp.concatenate(pieces, axis=1)
+        starts = jnp.concatenate([y0[:, None], s], axis=1)
+        if adjoint is not None and not self.fixed:
+            self = copy.copy(self)
+            self.solve_kwargs = {**self.solve_kwargs, "adjoint": adjoint}
+        out = self._solve_segments(params, starts)  # (n_traj, k, slots, D)
+        path = jnp.concatenate(
+            [y0[:, None], out[:, self.seg_of, self.slot_of]], axis=1)
         pred = path[:, self.obs_index]
         r = jnp.where(self.observed, pred - self.ys_filled, 0.0).reshape(-1)
-        d = jnp.stack(defects, axis=1).reshape(-1)
+        d = (out[:, :-1, -1] - s).reshape(-1)
         return jnp.concatenate([r, jnp.sqrt(weight) * d])
 
 
