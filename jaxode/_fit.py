@@ -33,7 +33,7 @@ from ._solvers import AbstractStepper
 
 __all__ = ["fit", "FitResult", "t_quantile"]
 
-_MAX_BAD = 40  # consecutive non-finite steps (each halving the step) before stopping
+_MAX_BAD = 40  # non-finite steps without progress (each halving the step) before stopping
 _CHUNKS = 25  # progress-bar updates per fit
 
 
@@ -576,7 +576,7 @@ class _LoopState(eqx.Module):
     good_v: jax.Array  # the last point with a finite loss, and its optimiser state
     good_opt_state: Any
     factor: jax.Array  # step multiplier: halved after a non-finite loss
-    bad: jax.Array  # consecutive non-finite losses
+    bad: jax.Array  # non-finite losses since the loss last improved
     stopped: jax.Array  # True once `bad` passed _MAX_BAD, or params0 was not finite
     best_v: jax.Array  # the lowest loss seen, with its residuals and Jacobian
     best_loss: jax.Array
@@ -657,7 +657,9 @@ def _make_loop(template, phase, adjoint, optimizer, steps, total, chunk, jac_mod
         good_opt = sel(finite, state.opt_state, state.good_opt_state)
         factor = jnp.where(finite, jnp.minimum(1.0, state.factor * 1.25),
                            state.factor * 0.5)
-        bad = jnp.where(finite, 0, state.bad + 1)
+        # non-finite losses since the loss last improved (returning to the last good
+        # point does not count as progress)
+        bad = jnp.where(better, 0, state.bad + jnp.where(finite, 0, 1))
 
         # Levenberg–Marquardt step from the best point
         in_lm = i >= steps
@@ -879,9 +881,9 @@ def fit(
     message = ""
     if bool(np.asarray(state.stopped)[best]):
         message = (
-            f"jaxode.fit: the loss stayed non-finite for {_MAX_BAD} steps in a row "
-            "even after shrinking the step; stopped early and returned the best "
-            "finite parameters. Try a smaller learning rate, `positive=True`, "
+            f"jaxode.fit: the loss was non-finite {_MAX_BAD} times without the fit "
+            "improving, although the step was halved each time; stopped early and "
+            "returned the best finite parameters. Try a smaller learning rate, `positive=True`, "
             "`shooting=k`, or a better `params0`.")
         warnings.warn(message, RuntimeWarning, stacklevel=2)
     u = np.asarray(state.best_v, dtype=np.float64)[best]
