@@ -124,6 +124,8 @@ def run_scipy(start: dict, goal: float | None, budget: float):
         r1, r2, a1, a2, in1, in2 = np.exp(logp)
 
         def field(_, z):
+            if time.perf_counter() - begin > budget:  # a stiff region: give up
+                raise _OutOfTime
             x, w = z
             return [r1 * x * (1 - in1 * x) - a1 * x * w,
                     r2 * w * (1 - in2 * w) - a2 * x * w]
