@@ -27,7 +27,7 @@ install-test: $(VENV)/.installed-test
 install-bench: $(VENV)/.installed-bench
 
 demo: install
-	$(BIN)/jaxode demo simulate --out $(OUT)
+	$(BIN)/jaxode demo lotka-volterra --out $(OUT)
 
 test: install-test
 	$(BIN)/python -m pytest -q -n 2

@@ -22,6 +22,8 @@ DEMOS: dict[str, tuple[str, str]] = {
     "odenet": ("odenet", "ResNet, RK-Net, ODE-Net and MLP on 8x8 digits: error, "
                "parameters, memory, NFE"),
     "cnf": ("cnf", "a continuous normalising flow learns a toy 2-D density"),
+    "lotka-volterra": ("lotka_volterra", "recover the competition model's six "
+                       "parameters from seven observations (jaxode.fit)"),
 }
 
 _VERSIONS = ("jax", "jaxlib", "diffrax", "equinox", "optax", "numpy", "torch",
