@@ -47,7 +47,7 @@ def _check(params, xs, ys, window) -> None:
         raise ValueError(
             "`params` must have shapes U (H, I), W (H, H), V (O, H); got U "
             f"{tuple(U)}, W {tuple(W)}, V {tuple(V)}.")
-    H, I_, O = U[0], U[1], V[0]
+    I_, O = U[1], V[0]
     if jnp.ndim(xs) != 2 or jnp.shape(xs)[1] != I_:
         raise ValueError(f"`xs` must have shape (T, {I_}), got {tuple(jnp.shape(xs))}.")
     if ys is not None and tuple(jnp.shape(ys)) != (jnp.shape(xs)[0], O):
@@ -89,7 +89,7 @@ def elman_loss(params: dict, xs, ys) -> jax.Array:
 
 @jax.jit
 def _full_by_hand(params, xs, ys):
-    U, W, V = params["U"], params["W"], params["V"]
+    W, V = params["W"], params["V"]
     states, outs = elman_forward(params, xs)
     e = outs * jnp.sum(ys, axis=-1, keepdims=True) - ys  # ∂L_t/∂(V s_t)
     dsig = states * (1 - states)

@@ -1,7 +1,6 @@
 """`jaxode.solve`: accuracy against scipy, gradients, transformations, bad input."""
 
 import diffrax
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -10,7 +9,6 @@ import scipy.integrate
 from jax.experimental import io_callback
 
 import jaxode as jo
-from conftest import tree_allclose
 from jaxode.data import COMPETITION_PARAMS, competition
 
 P = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
