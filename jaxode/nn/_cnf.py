@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._errors import check_positive, short
+from .._errors import check_choice, check_positive, short
 from .._solve import ADJOINTS, SOLVERS, solve
 
 __all__ = ["CNF"]
@@ -131,14 +131,10 @@ class CNF(eqx.Module):
             raise ValueError(f"`trace`={trace!r} is not one of: {', '.join(_TRACES)}.")
         if noise not in _NOISES:
             raise ValueError(f"`noise`={noise!r} is not one of: {', '.join(_NOISES)}.")
-        if isinstance(solver, str) and solver.lower() not in SOLVERS:
-            raise ValueError(
-                f"`solver`={solver!r} is not one of the valid names: "
-                f"{', '.join(sorted(SOLVERS))}.")
-        if isinstance(adjoint, str) and adjoint.lower() not in ADJOINTS:
-            raise ValueError(
-                f"`adjoint`={adjoint!r} is not one of the valid names: "
-                f"{', '.join(sorted(ADJOINTS))}.")
+        if isinstance(solver, str):
+            check_choice("solver", solver.lower(), SOLVERS)
+        if isinstance(adjoint, str):
+            check_choice("adjoint", adjoint.lower(), ADJOINTS)
         check_positive("rtol", rtol)
         check_positive("atol", atol)
         self.vector_field = vector_field

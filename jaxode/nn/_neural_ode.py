@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
-from .._errors import check_positive, short
+from .._errors import check_choice, check_positive, short
 from .._solve import ADJOINTS, SOLVERS, Solution, _resolve_adjoint, solve
 from .._solvers import AbstractStepper
 
@@ -192,14 +192,10 @@ class NeuralODE(eqx.Module):
         t1 = float(t1)
         if not t1 > 0:
             raise ValueError(f"`t1` must be > 0, got {t1!r}.")
-        if isinstance(solver, str) and solver.lower() not in SOLVERS:
-            raise ValueError(
-                f"`solver`={solver!r} is not one of the valid names: "
-                f"{', '.join(sorted(SOLVERS))}.")
-        if isinstance(adjoint, str) and adjoint.lower() not in ADJOINTS:
-            raise ValueError(
-                f"`adjoint`={adjoint!r} is not one of the valid names: "
-                f"{', '.join(sorted(ADJOINTS))}.")
+        if isinstance(solver, str):
+            check_choice("solver", solver.lower(), SOLVERS)
+        if isinstance(adjoint, str):
+            check_choice("adjoint", adjoint.lower(), ADJOINTS)
         _resolve_adjoint(adjoint)
         check_positive("rtol", rtol)
         check_positive("atol", atol)
