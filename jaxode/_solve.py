@@ -393,13 +393,11 @@ def solve(
 
 
 def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress, ts_host):
-    if isinstance(adjoint, diffrax.BacksolveAdjoint) or adjoint == "backsolve":
+    if isinstance(_resolve_adjoint(adjoint), diffrax.BacksolveAdjoint):
         raise ValueError(
             "`adjoint`='backsolve' needs an adaptive diffrax solver; fixed-step "
             f"solver {type(solver).__name__} always backpropagates through its steps."
         )
-    if not isinstance(adjoint, diffrax.AbstractAdjoint):
-        _resolve_adjoint(adjoint)  # a name: validate it, nothing else to do
     n = ts.shape[0] - 1
     if dt is None:
         substeps = 1

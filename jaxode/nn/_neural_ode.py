@@ -22,7 +22,7 @@ import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
 from .._errors import check_choice, check_positive, short
-from .._solve import ADJOINTS, SOLVERS, Solution, _resolve_adjoint, solve
+from .._solve import SOLVERS, Solution, _resolve_adjoint, solve
 from .._solvers import AbstractStepper
 
 __all__ = ["NeuralODE", "NFECounter"]
@@ -194,9 +194,7 @@ class NeuralODE(eqx.Module):
             raise ValueError(f"`t1` must be > 0, got {t1!r}.")
         if isinstance(solver, str):
             check_choice("solver", solver.lower(), SOLVERS)
-        if isinstance(adjoint, str):
-            check_choice("adjoint", adjoint.lower(), ADJOINTS)
-        _resolve_adjoint(adjoint)
+        _resolve_adjoint(adjoint)  # checks names and instances alike
         check_positive("rtol", rtol)
         check_positive("atol", atol)
         check_positive("dt", dt)
