@@ -230,26 +230,71 @@ class _Progress:
 # ------------------------------------------------------------------- adaptive
 
 
-def _diffrax_nfe(solver: diffrax.AbstractSolver, stats: dict) -> Any:
+class _CountingPID(diffrax.AbstractAdaptiveStepSizeController):
+    """A `diffrax.PIDController` that also counts the steps rejected before the first
+    accepted one: a first-same-as-last solver re-evaluates `f(t0, y0)` on each of them,
+    and nothing else in the solve records how many there were.
+
+    The controller state is updated on every step, accepted or not (unlike the solver
+    state), which is what makes it the place to count.
+    """
+
+    pid: diffrax.PIDController
+
+    @property
+    def rtol(self):
+        return self.pid.rtol
+
+    @property
+    def atol(self):
+        return self.pid.atol
+
+    @property
+    def norm(self):
+        return self.pid.norm
+
+    def wrap(self, direction):
+        return _CountingPID(self.pid.wrap(direction))
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, state = self.pid.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return tnext, (state, jnp.array(False), jnp.array(0, jnp.int32))
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order,
+                        controller_state):
+        state, accepted_once, early_rejections = controller_state
+        keep, tprev, tnext, made_jump, state, result = self.pid.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, state)
+        early_rejections = early_rejections + jnp.where(accepted_once | keep, 0, 1)
+        accepted_once = accepted_once | keep
+        return (keep, tprev, tnext, made_jump,
+                (state, accepted_once, early_rejections), result)
+
+
+def _diffrax_nfe(solver: diffrax.AbstractSolver, stats: dict,
+                 early_rejections: Any) -> Any:
     """Vector-field evaluations of an explicit diffrax Runge–Kutta solve.
 
     Every step, accepted or rejected, evaluates each stage once, less the first stage
-    for first-same-as-last methods, which evaluate `f(t0, y0)` once at the start.
-    The tests check this against a counter inside `f`. Implicit solvers report -1.
+    for first-same-as-last methods; those evaluate `f(t0, y0)` on every step until one
+    is accepted, then reuse the last stage. The tests check this against a counter
+    inside `f`. Implicit solvers report -1.
     """
     tableau = getattr(solver, "tableau", None)
     if not isinstance(solver, diffrax.AbstractERK) or tableau is None:
         return -1
-    per_step = tableau.num_stages - (1 if tableau.fsal else 0)
-    return (1 if tableau.fsal else 0) + per_step * stats["num_steps"]
+    if not tableau.fsal:
+        return tableau.num_stages * stats["num_steps"]
+    return (tableau.num_stages - 1) * stats["num_steps"] + 1 + early_rejections
 
 
 @eqx.filter_jit
 def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps,
                     throw, progress):
     _check_vector_field(f, y0, ts, args)
-    if isinstance(solver, diffrax.AbstractAdaptiveSolver):
-        controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    adaptive = isinstance(solver, diffrax.AbstractAdaptiveSolver)
+    if adaptive:
+        controller = _CountingPID(diffrax.PIDController(rtol=rtol, atol=atol))
     else:
         controller = diffrax.ConstantStepSize()
     sol = diffrax.diffeqsolve(
@@ -260,7 +305,7 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
         dt0=dt0,
         y0=y0,
         args=args,
-        saveat=diffrax.SaveAt(ts=ts),
+        saveat=diffrax.SaveAt(ts=ts, controller_state=adaptive),
         stepsize_controller=controller,
         adjoint=adjoint,
         max_steps=max_steps,
@@ -276,7 +321,7 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
                           _MAX_STEPS_HINT)
         ys = eqx.error_if(ys, jnp.logical_not(ok), _FAILED_HINT)
     stats = sol.stats
-    nfe = _diffrax_nfe(solver, stats)
+    nfe = _diffrax_nfe(solver, stats, sol.controller_state[2] if adaptive else 0)
     return ys, ok, _stats(stats["num_steps"], stats["num_accepted_steps"],
                           stats["num_rejected_steps"], nfe)
 

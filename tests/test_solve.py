@@ -59,8 +59,12 @@ def test_fixed_dt_splits_intervals_and_matches_euler_grid():
 
 
 @pytest.mark.parametrize("solver,dt", [("tsit5", None), ("tsit5", 0.1), ("dopri5", 0.1),
-                                       ("dopri8", None)])
-def test_nfe_is_the_number_of_calls(solver, dt):
+                                       ("dopri8", None), ("bosh3", 0.01), ("tsit5", 2.0)])
+@pytest.mark.parametrize("problem", ["forced decay", "van der pol"])
+def test_nfe_is_the_number_of_calls(solver, dt, problem):
+    """Counted, including the re-evaluations of f(t0, y0) after rejected first steps
+    (a first step of 2.0 at rtol 1e-8 is always rejected) and on a problem with many
+    rejections."""
     calls = [0]
 
     def count(y):
@@ -69,12 +73,18 @@ def test_nfe_is_the_number_of_calls(solver, dt):
 
     def f(t, y, args):
         y = io_callback(count, jax.ShapeDtypeStruct(y.shape, y.dtype), y, ordered=True)
-        return -y + jnp.sin(t)
+        if problem == "forced decay":
+            return -y + jnp.sin(t)
+        return jnp.stack([y[1], 5 * (1 - y[0] ** 2) * y[1] - y[0]])
 
     sol = jo.solve(f, jnp.array([1.0, 2.0]), jnp.linspace(0, 10, 5), solver=solver, dt=dt,
-                   rtol=1e-8, atol=1e-8)
+                   rtol=1e-8, atol=1e-8, max_steps=100_000)
     jax.effects_barrier()
     assert int(sol.stats["nfe"]) == calls[0]
+    if problem == "van der pol":
+        assert int(sol.stats["num_rejected"]) > 10
+    if dt == 2.0:
+        assert calls[0] > 1 + 6 * int(sol.stats["num_steps"])  # first steps re-evaluated
 
 
 def test_fixed_step_stats():
