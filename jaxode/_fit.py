@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
+from ._ensemble import AXIS, _check_devices, member_mesh
 from ._errors import check_times, short
 from ._solve import _resolve_solver, _solve_fixed_grid, solve
 from ._solvers import AbstractStepper
@@ -751,6 +753,7 @@ def fit(
     shooting: int | None = None,
     multistart: int | None = None,
     key: jax.Array | None = None,
+    devices: Any = None,
     progress: bool = True,
     polish: bool | int = True,
     t0: float | None = None,
@@ -792,6 +795,10 @@ def fit(
       one unit in the transformed space: a factor e for positive parameters, ±100 %
       otherwise), vmapped in one compiled run; the lowest final loss wins. Needs `key`.
     - `key`: a `jax.random` key for `multistart`.
+    - `devices`: with `multistart`, the starts are split over these devices (a 1-D
+      mesh, as in `ensemble`; a start count that does not divide is padded with
+      copies of the last start, which are dropped). Default: this process's devices,
+      `jax.local_devices()`. Results do not depend on the number of devices.
     - `progress`: show a tqdm bar with the loss.
     - `polish`: Levenberg–Marquardt steps after the optimiser (`True` = 100,
       `False` = 0, or a number).
@@ -847,7 +854,7 @@ def fit(
     if n_starts > 1:
         noise = np.asarray(jax.random.normal(key, (n_starts - 1, prob.n_p)))
         u0[1:, : prob.n_p] += noise
-    u0 = jnp.asarray(u0, dtype)
+    u0 = _spread_starts(u0, dtype, devices)
 
     bar = None
     if progress:
@@ -858,7 +865,7 @@ def fit(
         losses_shoot = None
         if prob.shooting and steps:
             su0 = jnp.broadcast_to(jnp.asarray(prob.su0, dtype),
-                                   (n_starts, prob.su0.size))
+                                   (u0.shape[0], prob.su0.size))
             state, losses_shoot = _run_loop(
                 prob, "shoot", adjoint, jnp.concatenate([u0, su0], axis=1), optimizer,
                 steps, 0, jac_mode, bar)
@@ -875,6 +882,9 @@ def fit(
             bar.close()
     if losses_shoot is not None:
         losses = np.concatenate([losses_shoot, losses], axis=1)
+    # drop the starts that only padded the device mesh
+    state = jtu.tree_map(lambda a: np.asarray(a)[:n_starts], state)
+    losses = losses[:n_starts]
 
     best_loss = np.asarray(state.best_loss)
     best = int(np.nanargmin(np.where(np.isfinite(best_loss), best_loss, np.nan)))
@@ -933,6 +943,24 @@ def fit(
         converged=converged, message=message, predictor=predictor, opt_steps=steps,
         starts_losses=best_loss if n_starts > 1 else None,
     )
+
+
+def _spread_starts(u0: np.ndarray, dtype, devices) -> jax.Array:
+    """The starts as one array split over a 1-D mesh of `devices` (this process's),
+    padded with copies of the last start to a multiple of the device count."""
+    devices = jax.local_devices() if devices is None else _check_devices(devices)
+    foreign = [d for d in devices if d.process_index != jax.process_index()]
+    if foreign:
+        raise ValueError(
+            f"`devices` must belong to this process (jax.local_devices()); "
+            f"{foreign[0]!r} belongs to process {foreign[0].process_index}. "
+            "For several hosts, run one fit per process.")
+    if len(devices) == 1 or u0.shape[0] == 1:
+        return jax.device_put(jnp.asarray(u0, dtype), devices[0])
+    padded = -(-u0.shape[0] // len(devices)) * len(devices)
+    u0 = np.concatenate([u0, np.repeat(u0[-1:], padded - u0.shape[0], axis=0)])
+    return jax.device_put(jnp.asarray(u0, dtype),
+                          NamedSharding(member_mesh(devices), PartitionSpec(AXIS)))
 
 
 def _check_start(state):

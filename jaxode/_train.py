@@ -20,7 +20,10 @@ import jax.tree_util as jtu
 import numpy as np
 import optax
 
+from jax.sharding import NamedSharding, PartitionSpec
+
 from ._checkpoint import load_checkpoint, save_checkpoint
+from ._ensemble import AXIS, member_mesh
 
 __all__ = ["train"]
 
@@ -70,6 +73,7 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 100,
     progress: bool = True,
+    devices: Any = None,
 ) -> tuple[Any, dict[str, np.ndarray]]:
     """Minimise `loss_fn(model, batch)` over minibatches of `data` with optax.
 
@@ -93,6 +97,12 @@ def train(
       the loss history) are written to it atomically.
     - `checkpoint_every`: steps between checkpoints.
     - `progress`: show a tqdm progress bar with the current loss.
+    - `devices`: data parallelism over these devices (a list, e.g. `jax.devices()`):
+      the model, optimiser state and `data` are replicated, every minibatch is split
+      over a 1-D mesh by rows, and XLA sums the gradients across devices. The batch
+      (`batch_size`, or the whole of `data`) must divide by the number of devices.
+      `None` (default): one device. The result equals the one-device run up to the
+      order of floating-point sums.
 
     **Returns:** `(model, history)`: the trained model and a dict of arrays of length
     `steps`, `"loss"` (the loss at each step, before its update) and `"grad_norm"`
@@ -119,6 +129,17 @@ def train(
     if key is None:
         key = jax.random.PRNGKey(0)
 
+    mesh = None
+    if devices is not None:
+        mesh = member_mesh(devices)
+        rows = n if batch_size is None else batch_size
+        if rows % mesh.size:
+            what = (f"`batch_size`={batch_size}" if batch_size is not None
+                    else f"the whole `data` ({n} rows, batch_size=None)")
+            raise ValueError(
+                f"data parallelism over {mesh.size} devices needs a batch that "
+                f"divides by {mesh.size}; got {what}.")
+
     opt = optimizer if clip_norm is None else optax.chain(
         optax.clip_by_global_norm(clip_norm), optimizer)
     params, static = eqx.partition(model, eqx.is_inexact_array)
@@ -140,10 +161,17 @@ def train(
         losses[:start] = extra["loss"][:start]
         norms[:start] = extra["grad_norm"][:start]
 
+    if mesh is not None:  # replicated inputs; the batch is split inside the step
+        whole = NamedSharding(mesh, PartitionSpec())
+        params, opt_state, data = jax.device_put((params, opt_state, data), whole)
+
     @jax.jit
     def step_fn(params, opt_state, data, step):
         batch = data if batch_size is None else jtu.tree_map(
             lambda a: a[_batch_indices(key, step, n, batch_size)], data)
+        if mesh is not None:
+            batch = lax.with_sharding_constraint(
+                batch, NamedSharding(mesh, PartitionSpec(AXIS)))
 
         def loss_of(p):
             return loss_fn(eqx.combine(p, static), batch)

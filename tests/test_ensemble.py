@@ -205,6 +205,65 @@ def test_four_host_devices_sharded_equals_single_device():
     assert res.stdout.count("ok ") == 5, res.stdout
 
 
+FOUR_DEVICES_FIT_TRAIN = """
+import jax, jax.numpy as jnp, numpy as np, equinox as eqx, optax
+jax.config.update("jax_enable_x64", True)
+import jaxode as jo
+from jaxode.data import COMPETITION_PARAMS, competition
+assert len(jax.devices()) == 4, jax.devices()
+one = [jax.devices()[0]]
+
+# fit(multistart=5): the starts split over 4 devices (padded to 8) = one device
+ts = np.linspace(0.0, 40.0, 9)
+truth = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
+ys = np.asarray(jo.solve(competition, jnp.array([100.0, 150.0]), ts, truth).ys)
+guess = {k: v * 1.3 for k, v in COMPETITION_PARAMS.items()}
+kw = dict(ts=ts, ys=ys, y0=np.array([100.0, 150.0]), positive=True, steps=30,
+          polish=5, multistart=5, key=jax.random.key(0), progress=False)
+sharded = jo.fit(competition, guess, **kw)
+single = jo.fit(competition, guess, devices=one, **kw)
+assert sharded.starts_losses.shape == (5,), sharded.starts_losses
+np.testing.assert_allclose(sharded.starts_losses, single.starts_losses, rtol=1e-9)
+for k in guess:
+    np.testing.assert_allclose(sharded.params[k], single.params[k], rtol=1e-9)
+print("ok fit", sharded.starts_losses)
+
+# train(devices=...): every minibatch split by rows over the 4 devices
+key = jax.random.key(1)
+x = jax.random.normal(key, (64, 3))
+y = x @ jnp.array([1.0, -2.0, 0.5]) + 0.1
+model = eqx.nn.Linear(3, 1, key=jax.random.key(2))
+shardings = []
+
+def loss(m, batch):
+    jax.debug.inspect_array_sharding(batch[0], callback=shardings.append)
+    return jnp.mean((jax.vmap(m)(batch[0])[:, 0] - batch[1]) ** 2)
+
+run = lambda **kw: jo.train(model, loss, (x, y), optimizer=optax.adam(5e-2), steps=40,
+                            batch_size=16, key=key, progress=False, **kw)
+m4, h4 = run(devices=jax.devices())
+assert shardings[0].shard_shape((16, 3)) == (4, 3), shardings
+m1, h1 = run()
+np.testing.assert_allclose(h4["loss"], h1["loss"], rtol=1e-10)
+np.testing.assert_allclose(m4.weight, m1.weight, rtol=1e-10)
+assert h4["loss"][-1] < 0.5 * h4["loss"][0]
+try:
+    jo.train(model, loss, (x, y), optimizer=optax.adam(1e-2), steps=1, batch_size=10,
+             key=key, progress=False, devices=jax.devices())
+    raise AssertionError("no error for a batch that does not divide")
+except ValueError as e:
+    assert "batch_size`=10" in str(e) and "4 devices" in str(e), e
+print("ok train", h4["loss"][[0, -1]])
+"""
+
+
+def test_four_host_devices_fit_multistart_and_train_data_parallel():
+    res = _run(FOUR_DEVICES_FIT_TRAIN,
+               {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count("ok ") == 2, res.stdout
+
+
 TWO_PROCESSES = """
 import sys
 import jax, jax.numpy as jnp, numpy as np

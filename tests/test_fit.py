@@ -307,6 +307,9 @@ def lin(t, y, p):
     (dict(multistart=3), "`multistart` needs a `key`"),
     (dict(shooting=9), "`shooting`=9"),
     (dict(steps=-1), "`steps`"),
+    (dict(multistart=2, key=jax.random.key(0), devices="cpu"),
+     "`devices` must be a list of jax devices"),
+    (dict(multistart=2, key=jax.random.key(0), devices=[]), "`devices` is empty"),
 ])
 def test_bad_input(change, match):
     kwargs = {**GOOD, **change}
