@@ -156,11 +156,11 @@ def run_scipy(start: dict, goal: float | None, budget: float):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a tiny smoke run")
-    parser.add_argument("--steps", type=int, default=2000,
-                        help="optimiser steps for jaxode and torch (default 2000)")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--budget", type=float, default=60.0,
-                        help="seconds scipy may take per run (default 60)")
+    parser.add_argument("--steps", type=int, default=300,
+                        help="optimiser steps for jaxode and torch (default 300)")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=30.0,
+                        help="seconds scipy may take per run (default 30)")
     cli = parser.parse_args()
     steps = 30 if cli.quick else cli.steps
     repeats = 1 if cli.quick else cli.repeats
