@@ -27,7 +27,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small sizes, two rounds")
     parser.add_argument("--members", type=int, default=1000)
     ns = parser.parse_args()
-    members, scipy_members, rounds = (100, 5, 2) if ns.quick else (ns.members, 50, 7)
+    members, scipy_members, rounds = (100, 5, 2) if ns.quick else (ns.members, 20, 30)
     rtol = atol = 1e-6
 
     rng = np.random.default_rng(0)
