@@ -13,14 +13,16 @@ The problem is the seed's two-species competition model, RK4 with 200 fixed step
    user and system CPU time are reported next to the wall time;
 3. a final markdown table row per measurement.
 
-What holds two host devices back (jaxlib 0.10.2, 2 cores): not communication (a
-fixed-step ensemble has no collective inside its time loop) and not spinning (system
-time stays under 10% of CPU time), but the baseline: from about 1e4 members, ONE
-device already splits each loop fusion of the vmapped RK4 step over XLA's intra-op
-pool, one thread per core, so two host devices share the same two cores and the
-CPU seconds per member stay the same. The `busy` and `CPU s` columns show this
-independently of the load on the machine. Below that size a device runs on one
-thread, but the run is then dominated by per-call overhead.
+What holds two host devices back (jaxlib 0.10.2, 2 cores) is the baseline, not
+communication (a fixed-step ensemble has no collective inside its time loop) or
+spinning (system time stays a few per cent of CPU time). From about 1e5 members ONE
+host device already splits each loop fusion of the vmapped RK4 step over XLA's
+intra-op pool, one thread per core, and reaches about 1.75x the throughput of the same
+device confined to one core; two host devices then add only the rest, up to 2.0x one
+core, the physical limit of two cores. Part 2 therefore reports every configuration
+against a one-core run (`sched_setaffinity`), besides the usual 2-vs-1-device ratio.
+At 1e4 members a run lasts ~10 ms and one device's thread pool costs more than it
+brings (twice the CPU seconds of the one-core run, for less speed).
 
 Run `python benchmarks/ensemble_scaling.py` (several minutes) or with `--quick`.
 """
@@ -124,11 +126,14 @@ def _thread_cpu() -> dict[str, float]:
     return out
 
 
-def child(n: int, repeats: int, throw: bool) -> None:
-    """Measure one configuration; XLA_FLAGS were set by the parent.
+def child(n: int, repeats: int, throw: bool, pin: bool = False) -> None:
+    """Measure one configuration; XLA_FLAGS were set by the parent. `pin` confines
+    the process to one core before jax starts: the one-core baseline.
 
     Besides the wall time, count the CPU seconds per run and how many threads did
     the work: these do not depend on how busy the rest of the machine is."""
+    if pin:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     import jax
 
     run = _jaxode_runner(n, throw)
@@ -153,7 +158,8 @@ def child(n: int, repeats: int, throw: bool) -> None:
     }))
 
 
-def _spawn(devices: int, flags: str, n: int, repeats: int, throw: bool) -> dict:
+def _spawn(devices: int, flags: str, n: int, repeats: int, throw: bool,
+           pin: bool = False) -> dict:
     env = dict(os.environ)
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices} {flags}"
     env["JAX_PLATFORMS"] = "cpu"
@@ -163,6 +169,8 @@ def _spawn(devices: int, flags: str, n: int, repeats: int, throw: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", str(n), "--repeats", str(repeats)]
     if throw:
         cmd.append("--throw")
+    if pin:
+        cmd.append("--pin")
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -176,9 +184,10 @@ def main() -> None:
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--throw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pin", action="store_true", help=argparse.SUPPRESS)
     ns = parser.parse_args()
     if ns.child is not None:
-        child(ns.child, ns.repeats or 5, ns.throw)
+        child(ns.child, ns.repeats or 5, ns.throw, ns.pin)
         return
 
     counts = [100, 1000, 10_000] if ns.quick else [100, 1000, 10_000, 100_000,
@@ -231,25 +240,36 @@ def main() -> None:
     # 2. device count, each configuration in its own process
     sizes = [10_000] if ns.quick else [10_000, 200_000]
     print("\n2) 1 and 2 host devices, each configuration in its own process (min "
-          "over repeats; CPU s = user + system seconds per run; busy = threads that "
-          "did at least a quarter of the busiest thread's work)")
-    print(f"{'members':>8} | {'flags':<10} | {'devices':>7} | {'throw':>5} | "
-          f"{'s':>8} | {'members/s':>10} | {'speed-up':>8} | {'CPU s':>6} | "
-          f"{'sys %':>5} | busy")
-    base, dev = {}, []
-    configs = [(n_dev, flag, d, False) for n_dev in sizes for flag in FLAGS
-               for d in (1, 2)]
-    configs += [(sizes[-1], "default", 2, True)]
-    for n_dev, flag, d, throw in configs:
-        r = _spawn(d, FLAGS[flag], n_dev, repeats, throw)
-        if d == 1:
+          "over repeats; 'one core' = one device confined to a single core, the "
+          "physical baseline; CPU s = user + system seconds per run; busy = threads "
+          "that did at least a quarter of the busiest thread's work)")
+    print(f"{'members':>8} | {'flags':<10} | {'devices':>9} | {'throw':>5} | "
+          f"{'s':>8} | {'members/s':>10} | {'vs 1 dev':>8} | {'vs 1 core':>9} | "
+          f"{'CPU s':>6} | {'sys %':>5} | busy")
+    base, core, dev = {}, {}, []
+    configs = []
+    for n_dev in sizes:
+        configs.append((n_dev, "default", 1, False, True))
+        configs += [(n_dev, flag, d, False, False) for flag in FLAGS for d in (1, 2)]
+    configs += [(sizes[-1], "default", 2, True, False)]
+    for n_dev, flag, d, throw, pin in configs:
+        r = _spawn(d, FLAGS[flag], n_dev, repeats, throw, pin)
+        if pin:
+            core[n_dev] = r["best"]
+        elif d == 1:
             base[n_dev, flag] = r["best"]
         speed = base.get((n_dev, flag), float("nan")) / r["best"]
-        dev.append((n_dev, flag, d, throw, r, speed))
-        print(f"{n_dev:>8} | {flag:<10} | {d:>7} | {str(throw):>5} | "
-              f"{r['best']:8.4f} | {n_dev / r['best']:10.3g} | {speed:8.2f} | "
+        vs_core = core[n_dev] / r["best"]
+        dev.append((n_dev, flag, d, throw, pin, r, speed, vs_core))
+        label = "1, 1 core" if pin else str(d)
+        print(f"{n_dev:>8} | {flag:<10} | {label:>9} | {str(throw):>5} | "
+              f"{r['best']:8.4f} | {n_dev / r['best']:10.3g} | "
+              f"{'-' if pin else f'{speed:.2f}':>8} | {vs_core:9.2f} | "
               f"{r['cpu_per_run']:6.3f} | {100 * r['sys_share']:5.1f} | "
               f"{r['busy_threads']}", flush=True)
+    best = max((row for row in dev if not row[4] and not row[3]), key=lambda row: row[7])
+    print(f"\nfastest: {best[0]} members, {best[2]} device(s), XLA {best[1]}: "
+          f"{best[7]:.2f}x one core (2 cores: at most 2x)")
 
     print("\n| benchmark | jaxode | peer | ratio |")
     print("|---|---|---|---|")
@@ -259,12 +279,12 @@ def main() -> None:
         print(f"| ensemble RK4 {STEPS} steps, {n:.0e} members, 1 device (members/s; "
               f"peer torchdiffeq, {os.cpu_count()} threads) | {n / bj:.3g} | {peer} | "
               f"{ratio} |")
-    for n_dev, flag, d, throw, r, speed in dev:
-        if d == 2:
-            print(f"| ensemble {n_dev:.0e} members, 2 vs 1 host devices, XLA {flag}"
-                  f"{', throw=True' if throw else ''} (members/s; peer = 1 device) | "
-                  f"{n_dev / r['best']:.3g} | {n_dev / base[n_dev, flag]:.3g} | "
-                  f"{speed:.2f} |")
+    for n_dev, flag, d, throw, pin, r, speed, vs_core in dev:
+        if not pin:
+            print(f"| ensemble {n_dev:.0e} members, {d} host device{'s' if d > 1 else ''}"
+                  f", XLA {flag}{', throw=True' if throw else ''} (members/s; peer = "
+                  f"1 device on 1 core) | {n_dev / r['best']:.3g} | "
+                  f"{n_dev / core[n_dev]:.3g} | {vs_core:.2f} |")
 
 
 if __name__ == "__main__":
