@@ -14,6 +14,19 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
+def _finish(fig: Figure, ax, xlabel: str, ylabel: str, title: str = "", *,
+            legend: bool = True, grid_which: str = "major") -> Figure:
+    """The common end of every single-axes figure: labels, title, legend, grid."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if legend:
+        ax.legend(frameon=False)
+    ax.grid(alpha=0.3, which=grid_which)
+    return fig
+
+
 def trajectories(
     ts,
     ys,
@@ -51,14 +64,8 @@ def trajectories(
         for j in range(y_obs.shape[1]):
             ax.plot(t_obs, y_obs[:, j], "o", color=colors[j % len(colors)], ms=6,
                     mec="black", label="observed" if j == 0 else None)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    if labels is not None or observations is not None:
-        ax.legend(frameon=False)
-    ax.grid(alpha=0.3)
-    return fig
+    return _finish(fig, ax, xlabel, ylabel, title,
+                   legend=labels is not None or observations is not None)
 
 
 # ----- scale-out and the front door (phase portraits, loss curves)
@@ -140,14 +147,8 @@ def losses(history, *, title: str = "", xlabel: str = "step",
         ax.plot(np.arange(values.size), values, label=name, lw=1.4)
     if positive:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    if len(curves) > 1:
-        ax.legend(frameon=False)
-    ax.grid(alpha=0.3, which="both")
-    return fig
+    return _finish(fig, ax, xlabel, ylabel, title, legend=len(curves) > 1,
+                   grid_which="both")
 
 
 # ----- sequence models (forecasting, BPTT, gradient flow)
@@ -263,13 +264,7 @@ def nfe_curves(
         from matplotlib.ticker import MaxNLocator
 
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend(frameon=False)
-    ax.grid(alpha=0.3)
-    return fig
+    return _finish(fig, ax, xlabel, ylabel, title)
 
 
 def nfe_vs_tolerance(
@@ -356,13 +351,7 @@ def fit_curves(
                 label=f"{name} (fitted)")
         ax.plot(t_obs, y_obs[:, j], "o", color=colors[j % len(colors)], ms=7,
                 mec="black", label=f"{name} (observed)")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.legend(frameon=False)
-    ax.grid(alpha=0.3)
-    return fig
+    return _finish(fig, ax, xlabel, ylabel, title)
 
 
 def fit_losses(losses, *, polish_start: int | None = None, title: str = "") -> Figure:
