@@ -17,9 +17,10 @@ What holds two host devices back (jaxlib 0.10.2, 2 cores) is the baseline, not
 communication (a fixed-step ensemble has no collective inside its time loop) or
 spinning (system time stays a few per cent of CPU time). From about 1e5 members ONE
 host device already splits each loop fusion of the vmapped RK4 step over XLA's
-intra-op pool, one thread per core, and reaches about 1.75x the throughput of the same
-device confined to one core; two host devices then add only the rest, up to 2.0x one
-core, the physical limit of two cores. Part 2 therefore reports every configuration
+intra-op pool, one thread per core, and reaches 1.75-2.05x (over runs) the throughput
+of the same device confined to one core; two host devices then add only the rest, to
+about 2.0x one core, the physical limit of two cores (the one-core baseline itself
+varies by about 10 % between runs on a shared machine). Part 2 therefore reports every configuration
 against a one-core run (`sched_setaffinity`), besides the usual 2-vs-1-device ratio.
 At 1e4 members a run lasts ~10 ms and one device's thread pool costs more than it
 brings (twice the CPU seconds of the one-core run, for less speed).
@@ -253,7 +254,7 @@ def main() -> None:
         configs += [(n_dev, flag, d, False, False) for flag in FLAGS for d in (1, 2)]
     configs += [(sizes[-1], "default", 2, True, False)]
     for n_dev, flag, d, throw, pin in configs:
-        r = _spawn(d, FLAGS[flag], n_dev, repeats, throw, pin)
+        r = _spawn(d, FLAGS[flag], n_dev, 2 * repeats if pin else repeats, throw, pin)
         if pin:
             core[n_dev] = r["best"]
         elif d == 1:

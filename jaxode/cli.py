@@ -157,6 +157,25 @@ def _versions() -> str:
     return "- versions: " + ", ".join(parts)
 
 
+def _previous_results(path: Path, keep: list[str]) -> tuple[dict, dict]:
+    """Result rows and status lines of the scripts in `keep` from an earlier
+    RESULTS.md, so that running one benchmark does not drop the others' figures."""
+    rows: dict[str, list[str]] = {}
+    status: dict[str, str] = {}
+    if not path.exists():
+        return rows, status
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or cells[0] not in keep:
+            continue
+        if len(cells) == 7 and (cells[1] == "ok" or cells[1].startswith("FAILED")):
+            # | script | status | rows | wall time | run at | load average | note |
+            status[cells[0]] = line
+        else:
+            rows.setdefault(cells[0], []).append(line)
+    return rows, status
+
+
 def _bench(ns: argparse.Namespace) -> int:
     directory = (ns.dir or benchmarks_dir()).resolve()
     if not directory.is_dir():
@@ -171,43 +190,49 @@ def _bench(ns: argparse.Namespace) -> int:
         return _fail(f"unknown benchmark {ns.name!r}; valid benchmarks: all, "
                      f"{', '.join(names)}")
     chosen = names if ns.name == "all" else [ns.name]
-    header = _machine() + [_versions()]
+    results = ns.results or directory / "RESULTS.md"
+    rows, status = _previous_results(results, keep=[n for n in names if n not in chosen])
     started = datetime.datetime.now(datetime.timezone.utc)
-    rows, status = [], []
+    header = _machine() + [_versions()]
     for i, name in enumerate(chosen, 1):
         print(f"[{i}/{len(chosen)}] benchmarks/{name}.py"
               + (" --quick" if ns.quick else ""), flush=True)
+        load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
+        when = datetime.datetime.now(datetime.timezone.utc)
         code, output, seconds = _run_script(directory / f"{name}.py", ns.quick)
         found = _table_rows(output)
-        rows += found
+        rows[name] = [f"| {name} {row}" for row in found]
         verdict = "ok" if code == 0 else f"FAILED (exit code {code})"
-        status.append(f"| {name} | {verdict} | {len(found)} | {seconds:.0f} |")
+        status[name] = (f"| {name} | {verdict} | {len(found)} | {seconds:.0f} | "
+                        f"{when:%Y-%m-%d %H:%M} | {load} | "
+                        f"{'quick' if ns.quick else ''} |")
         print(f"[{i}/{len(chosen)}] {name}: {verdict}, {len(found)} result rows, "
               f"{seconds:.0f} s", flush=True)
     command = "jaxode bench " + ns.name + (" --quick" if ns.quick else "")
+    order = [n for n in names if n in status] + [n for n in status if n not in names]
     text = [
         "# Benchmark results",
         "",
-        f"Written by `{command}` on {started:%Y-%m-%d %H:%M} UTC."
-        + (" A --quick smoke run: tiny sizes, timings not meaningful." if ns.quick
-           else ""),
+        f"Last written by `{command}` on {started:%Y-%m-%d %H:%M} UTC"
+        + (" (a --quick smoke run: tiny sizes, timings not meaningful)" if ns.quick
+           else "") + "; rows of scripts not run then are kept from earlier runs "
+        "(see when each ran, and the load average then, in the second table).",
         "",
         *header,
         "",
-        "| benchmark | jaxode | peer | ratio |",
-        "|---|---|---|---|",
-        *rows,
+        "| script | benchmark | jaxode | peer | ratio |",
+        "|---|---|---|---|---|",
+        *[row for n in order for row in rows.get(n, [])],
         "",
-        "| script | status | rows | wall time (s) |",
-        "|---|---|---|---|",
-        *status,
+        "| script | status | rows | wall time (s) | run at (UTC) | load average | note |",
+        "|---|---|---|---|---|---|---|",
+        *[status[n] for n in order],
         "",
     ]
-    results = ns.results or directory / "RESULTS.md"
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text("\n".join(text))
     print(f"wrote {results}")
-    failed = [s for s in status if "FAILED" in s]
+    failed = [n for n in chosen if "FAILED" in status[n]]  # this run's scripts
     return 1 if failed else 0
 
 

@@ -78,7 +78,11 @@ def test_bench_collects_rows(tmp_path, capsys):
     assert "timing..." in capsys.readouterr().out  # the script's output is shown
     assert cli.main(["bench", "toy", "--dir", str(bench), "--results",
                      str(results)]) == 0
-    assert "| toy quick=False |" in results.read_text()
+    text = results.read_text()
+    assert "| toy | toy quick=False |" in text and "quick=True" not in text
+    # the scripts not run this time keep their earlier lines
+    assert "| broken | FAILED (exit code 3) | 0 |" in text
+    assert text.count("| toy | ok | 1 |") == 1
 
 
 def test_table_rows_skip_headers_and_separators():
