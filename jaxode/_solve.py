@@ -258,17 +258,22 @@ class _CountingPID(diffrax.AbstractAdaptiveStepSizeController):
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, state = self.pid.init(terms, t0, t1, y0, dt0, args, func, error_order)
-        return tnext, (state, jnp.array(False), jnp.array(0, jnp.int32))
+        return tnext, (state, jnp.array(0, jnp.int32))
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order,
                         controller_state):
-        state, accepted_once, early_rejections = controller_state
+        # one int32: `n >= 0` counts the rejections so far while no step has been
+        # accepted; the first acceptance stores `-(n + 1)`, and it stays fixed then
+        state, n = controller_state
         keep, tprev, tnext, made_jump, state, result = self.pid.adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, state)
-        early_rejections = early_rejections + jnp.where(accepted_once | keep, 0, 1)
-        accepted_once = accepted_once | keep
-        return (keep, tprev, tnext, made_jump,
-                (state, accepted_once, early_rejections), result)
+        n = jnp.where(n < 0, n, jnp.where(keep, -(n + 1), n + 1)).astype(jnp.int32)
+        return keep, tprev, tnext, made_jump, (state, n), result
+
+    @staticmethod
+    def early_rejections(controller_state) -> jax.Array:
+        n = controller_state[1]
+        return jnp.where(n < 0, -n - 1, n)
 
 
 def _diffrax_nfe(solver: diffrax.AbstractSolver, stats: dict,
@@ -321,7 +326,8 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
                           _MAX_STEPS_HINT)
         ys = eqx.error_if(ys, jnp.logical_not(ok), _FAILED_HINT)
     stats = sol.stats
-    nfe = _diffrax_nfe(solver, stats, sol.controller_state[2] if adaptive else 0)
+    nfe = _diffrax_nfe(solver, stats, _CountingPID.early_rejections(
+        sol.controller_state) if adaptive else 0)
     return ys, ok, _stats(stats["num_steps"], stats["num_accepted_steps"],
                           stats["num_rejected_steps"], nfe)
 
