@@ -2,7 +2,8 @@
 
 Rules: every contender runs in this one process; the first call is timed on its own
 (compile time for JAX, warm-up for the others) and reported apart; then the
-contenders are timed alternately, round after round, and the minimum is kept.
+contenders are timed alternately, round after round (the order rotating from round to
+round), and the minimum is kept.
 """
 
 import os
@@ -28,10 +29,13 @@ def measure(contenders: dict[str, Callable[[], object]], rounds: int = 5) -> dic
         t0 = time.perf_counter()
         block(fn())
         out[name] = {"first": time.perf_counter() - t0, "best": float("inf")}
-    for _ in range(rounds):
-        for name, fn in contenders.items():
+    names = list(contenders)
+    for r in range(rounds):
+        # rotate the order, so no contender always runs right after the same other
+        # one (a slow pure-Python peer leaves cold caches to whoever follows it)
+        for name in names[r % len(names):] + names[:r % len(names)]:
             t0 = time.perf_counter()
-            block(fn())
+            block(contenders[name]())
             out[name]["best"] = min(out[name]["best"], time.perf_counter() - t0)
     return out
 
