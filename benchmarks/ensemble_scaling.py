@@ -17,7 +17,7 @@ What holds two host devices back (jaxlib 0.10.2, 2 cores) is the baseline, not
 communication (a fixed-step ensemble has no collective inside its time loop) or
 spinning (system time stays a few per cent of CPU time). From about 1e5 members ONE
 host device already splits each loop fusion of the vmapped RK4 step over XLA's
-intra-op pool, one thread per core, and reaches 1.75-2.05x (over runs) the throughput
+intra-op pool, one thread per core, and reaches 1.7-2.2x (over runs) the throughput
 of the same device confined to one core; two host devices then add only the rest, to
 about 2.0x one core, the physical limit of two cores (the one-core baseline itself
 varies by about 10 % between runs on a shared machine). Part 2 therefore reports every configuration
