@@ -19,7 +19,6 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import optax
-
 from jax.sharding import NamedSharding, PartitionSpec
 
 from ._checkpoint import load_checkpoint, save_checkpoint
@@ -108,8 +107,10 @@ def train(
     `steps`, `"loss"` (the loss at each step, before its update) and `"grad_norm"`
     (global gradient norm before clipping).
 
-    **Raises:** `ValueError` for bad arguments, and when the checkpoint is corrupt,
-    belongs to a different model shape or key, or has more steps than `steps`.
+    **Raises:** `ValueError` for bad arguments (including `devices` that are not a
+    list of jax devices, or a batch that does not divide by their number), and when
+    the checkpoint is corrupt, belongs to a different model shape or key, or has more
+    steps than `steps`.
     `FloatingPointError` when the loss becomes non-finite (the last checkpoint is
     kept).
     """

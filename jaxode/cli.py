@@ -209,7 +209,7 @@ def _bench(ns: argparse.Namespace) -> int:
         print(f"[{i}/{len(chosen)}] {name}: {verdict}, {len(found)} result rows, "
               f"{seconds:.0f} s", flush=True)
     command = "jaxode bench " + ns.name + (" --quick" if ns.quick else "")
-    order = [n for n in names if n in status] + [n for n in status if n not in names]
+    order = [n for n in names if n in status]
     text = [
         "# Benchmark results",
         "",
