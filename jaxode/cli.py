@@ -72,8 +72,9 @@ def _parser() -> argparse.ArgumentParser:
         help="run benchmark scripts and write benchmarks/RESULTS.md",
         description="Run the scripts in benchmarks/ (each in its own process, "
         "jaxode and its peer timed in that process), print their output, and "
-        "write their result rows, the machine, the versions and the date to a "
-        "markdown file. Needs a source checkout: `git clone` the repository and "
+        "write their result rows, the machine, the versions, the date and the load "
+        "to a markdown file; running one NAME replaces that script's rows and keeps "
+        "the others'. Needs a source checkout: `git clone` the repository and "
         "`pip install -e '.[bench]'` (torch and torchdiffeq are the peers).",
         epilog="examples: jaxode bench all --quick (a smoke run in a minute or "
         "two); jaxode bench ensemble_scaling",
