@@ -2,6 +2,9 @@
 
 
 
+import os  # noqa: E402
+
+import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import jax.tree_util as jtu  # noqa: E402
@@ -9,6 +12,21 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
+
+
+# subprocess runs of examples compile far more than they compute: lower XLA's
+# optimisation level for them
+FAST_COMPILE = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
+                              + " --xla_backend_optimization_level=0").strip()}
+
+
+class LinearField(eqx.Module):
+    """`f(t, y) = A y`: the vector field with a closed-form flow `expm(A t)`."""
+
+    A: jax.Array
+
+    def __call__(self, t, y):
+        return self.A @ y
 
 
 def tree_allclose(a, b, *, rtol=1e-10, atol=1e-10) -> bool:
@@ -33,4 +51,4 @@ def tmp_out(tmp_path):
     return tmp_path
 
 
-__all__ = ["tree_allclose", "jnp"]
+__all__ = ["tree_allclose", "jnp", "FAST_COMPILE", "LinearField"]

@@ -17,17 +17,10 @@ import jaxode as jo
 import jaxode.data
 from jaxode.nn import CNF
 
+from conftest import FAST_COMPILE
+from conftest import LinearField as Linear
+
 ROOT = Path(__file__).resolve().parents[1]
-# the example run compiles far more than it computes: lower XLA's optimisation level
-FAST_COMPILE = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
-                              + " --xla_backend_optimization_level=0").strip()}
-
-
-class Linear(eqx.Module):
-    A: jax.Array
-
-    def __call__(self, t, z):
-        return self.A @ z
 
 
 class Swirl(eqx.Module):

@@ -17,17 +17,10 @@ import jaxode as jo
 from jaxode.nn import MLP, NeuralODE, ODENet, ResNet, RKNet, count_params
 from jaxode.nn._classifiers import Conv3x3
 
+from conftest import FAST_COMPILE
+from conftest import LinearField as Linear
+
 ROOT = Path(__file__).resolve().parents[1]
-# the example runs compile far more than they compute: lower XLA's optimisation level
-FAST_COMPILE = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
-                              + " --xla_backend_optimization_level=0").strip()}
-
-
-class Linear(eqx.Module):
-    A: jax.Array
-
-    def __call__(self, t, y):
-        return self.A @ y
 
 
 class Tanh(eqx.Module):
