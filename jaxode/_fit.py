@@ -419,7 +419,9 @@ class _Problem:
     # -- the model
     def _solve(self, params, y0, grid, adjoint, throw=False):
         kwargs = dict(self.solve_kwargs)
-        if not self.fixed and adjoint is not None:
+        if self.fixed:  # a plain scan: forward- and reverse-mode Jacobians alike
+            kwargs.setdefault("adjoint", "direct")
+        elif adjoint is not None:
             kwargs.setdefault("adjoint", adjoint)
 
         def one(y):
@@ -532,8 +534,8 @@ class _Problem:
         """All segments at once: `starts` (n_traj, k, D) -> (n_traj, k, slots, D)."""
         if self.fixed:
             def one(y, t_steps, h_steps, save):
-                ys, _, _ = _solve_fixed_grid(self.f, self.solver, y, t_steps, h_steps,
-                                             save, params, False)
+                ys, _, _ = _solve_fixed_grid(self.f, self.solver, y, None, t_steps,
+                                             h_steps, save, None, params, False)
                 return ys
 
             seg = jax.vmap(one)

@@ -25,7 +25,7 @@ from ._errors import (
     is_concrete,
     short,
 )
-from ._scan import scan
+from ._fixed import plan_grid, solve_even, solve_steps
 from ._solvers import RK4, AbstractStepper, Euler, Heun, Midpoint
 from ._types import Args, VectorField, Y
 
@@ -124,82 +124,71 @@ def _stats(num_steps, num_accepted, num_rejected, nfe) -> dict[str, jax.Array]:
     }
 
 
-def _all_finite(tree: Y) -> jax.Array:
-    """True where every value of every leaf is finite (leading time axis reduced)."""
-    oks = [jnp.all(jnp.isfinite(leaf)) for leaf in jtu.tree_leaves(tree)]
-    return jnp.stack(oks).all() if oks else jnp.array(True)
-
-
 # ----------------------------------------------------------------- fixed step
 
 
-def _fixed_grid(ts: np.ndarray, dt: float) -> tuple[np.ndarray, np.ndarray]:
-    """Split each interval of `ts` into equal substeps no longer than `dt`.
+_FIXED_ADJOINT_OF = {
+    diffrax.RecursiveCheckpointAdjoint: "recursive",
+    diffrax.BacksolveAdjoint: "backsolve",
+    diffrax.DirectAdjoint: "direct",
+    diffrax.ForwardMode: "direct",  # a plain scan: jvp and jacfwd go straight through
+}
 
-    Returns the number of substeps per interval and their sizes.
-    """
-    spans = np.diff(ts)
-    counts = np.maximum(1, np.ceil(spans / dt - 1e-9)).astype(np.int64)
-    return counts, spans / counts
+
+def _fixed_adjoint(adjoint: Any) -> str:
+    """The fixed-step meaning of an adjoint name or diffrax adjoint."""
+    resolved = _resolve_adjoint(adjoint)
+    for cls, name in _FIXED_ADJOINT_OF.items():
+        if type(resolved) is cls:
+            return name
+    raise ValueError(
+        f"`adjoint`={short(adjoint)} is not supported by fixed-step solvers; use "
+        "'recursive', 'backsolve', 'direct' or 'forward'."
+    )
+
+
+def _with_check(y0, ys, y_end, ok, throw):
+    """`y0`, then `ys[:-1]`, then the final state `y_end` (the last of `ys`, taken
+    from the loop's carry: a caller that keeps only it lets XLA drop the saved
+    trajectory). With `throw`, the final state carries the run-time check, so every
+    caller that keeps any of the solution past `y0` keeps the check."""
+    if throw:
+        y_end = eqx.error_if(y_end, jnp.logical_not(ok), _NONFINITE_HINT)
+    return jtu.tree_map(lambda a, b, c: jnp.concatenate([a[None], b[:-1], c[None]]),
+                        y0, ys, y_end)
 
 
 @eqx.filter_jit
-def _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, progress):
+def _solve_fixed(f, solver, y0, ts, args, substeps, uniform, adjoint, throw,
+                 progress):
     """Fixed-step solve: `substeps` equal steps inside every interval of `ts`.
 
-    `h` is the step size when every step has the same size (a traced scalar, so new
-    values do not recompile), else None and each interval computes its own. A step
-    size that is loop-invariant lets XLA fuse a whole step into one kernel; reading it
-    from the scanned inputs instead was measured 4-5x slower on a vmapped RK4.
+    With `uniform` (all spans of `ts` equal), the step is one traced scalar computed
+    before the loop, so new values of `ts` do not recompile; a loop-invariant step lets
+    XLA fuse a whole step into one kernel (reading it from the scanned times instead
+    was measured 1.6x slower on a vmapped RK4).
     """
     _check_vector_field(f, y0, ts, args)  # runs while tracing: cached calls skip it
-
-    def interval(y, x):
-        t0, t1, i = x
-        hi = (t1 - t0) / substeps if h is None else h
-        if substeps == 1:
-            y = solver.step(f, t0, y, hi, args)
-        else:
-            step = lambda y, t: (solver.step(f, t, y, hi, args), None)  # noqa: E731
-            y, _ = scan(step, y, t0 + hi * jnp.arange(substeps, dtype=ts.dtype))
-        if progress:  # about a hundred updates, whatever the number of intervals
-            every = max(1, n // 100)
-            jax.lax.cond(
-                (i % every == 0) | (i == n - 1),
-                lambda: jax.debug.callback(_Progress.tick, i, ordered=True),
-                lambda: None,
-            )
-        return y, y
-
     n = ts.shape[0] - 1
-    _, ys = scan(interval, y0, (ts[:-1], ts[1:], jnp.arange(n)))
-    ys = jtu.tree_map(lambda a, b: jnp.concatenate([a[None], b]), y0, ys)
-    ok = _all_finite(ys)
-    if throw:
-        ys = eqx.error_if(ys, jnp.logical_not(ok), _NONFINITE_HINT)
+    h = (ts[-1] - ts[0]) / (n * substeps) if uniform else None
+    tick = _Progress.tick if progress else None
+    ys, y_end, ok = solve_even(f, solver, y0, ts, args, substeps, h, adjoint, tick)
     steps = n * substeps
-    return ys, ok, _stats(steps, steps, 0, steps * solver.stages)
+    return _with_check(y0, ys, y_end, ok, throw), ok, _stats(steps, steps, 0,
+                                                      steps * solver.stages)
 
 
 @eqx.filter_jit
-def _solve_fixed_grid(f, solver, y0, t_steps, h_steps, save_index, args, throw):
-    """Fixed-step solve over an explicit grid of steps, keeping the states at
-    `save_index` (used when the intervals of `ts` need different numbers of steps)."""
+def _solve_fixed_grid(f, solver, y0, ts, t_steps, h_steps, save_index, counts, args,
+                      throw, adjoint="direct"):
+    """Fixed-step solve over an explicit grid of steps, keeping the states after the
+    steps `save_index` (when the intervals of `ts` need different numbers of steps)."""
     _check_vector_field(f, y0, t_steps, args)
-
-    def step(y, t_and_h):
-        y = solver.step(f, t_and_h[0], y, t_and_h[1], args)
-        return y, y
-
-    _, path = scan(step, y0, (t_steps, h_steps))
-    ys = jtu.tree_map(
-        lambda a, b: jnp.concatenate([a[None], b[save_index]]), y0, path
-    )
-    ok = _all_finite(ys)
-    if throw:
-        ys = eqx.error_if(ys, jnp.logical_not(ok), _NONFINITE_HINT)
+    ys, y_end, ok = solve_steps(f, solver, y0, ts, args, t_steps, h_steps,
+                                save_index, counts, adjoint)
     steps = t_steps.shape[0]
-    return ys, ok, _stats(steps, steps, 0, steps * solver.stages)
+    return _with_check(y0, ys, y_end, ok, throw), ok, _stats(steps, steps, 0,
+                                                      steps * solver.stages)
 
 
 class _Progress:
@@ -357,6 +346,7 @@ def solve(
     *,
     solver: Any = "tsit5",
     dt: float | None = None,
+    substeps: int | None = None,
     rtol: float = 1e-6,
     atol: float = 1e-6,
     adjoint: Any = "recursive",
@@ -379,16 +369,26 @@ def solve(
       adaptive: `"tsit5"` (default), `"dopri5"`, `"dopri8"`, `"bosh3"`,
       `"kvaerno5"` (stiff) — or a jaxode stepper (`jaxode.RK4()`) or any diffrax
       solver instance.
-    - `dt`: fixed-step solvers: the largest step (each interval of `ts` is split
-      into equal steps no longer than `dt`; `None` takes one step per interval, the
-      seed's "one RNN step per time step"). Adaptive solvers: the initial step
-      (`None` chooses it automatically).
+    - `dt`: fixed-step solvers: the largest step. Each interval of `ts` is split
+      into equal steps no longer than `dt`; a span within rounding of `k·dt` (a few
+      ulps of the dtype of `ts`, as a float32 `linspace` has) takes exactly `k`
+      steps. `None` takes one step per interval, "one RNN step per time step".
+      Needs concrete `ts` (the step count sets array shapes). Adaptive solvers: the
+      initial step (`None` chooses it automatically).
+    - `substeps`: fixed-step solvers: exactly `k` equal steps in every interval of
+      `ts`. The static alternative to `dt` when `ts` is traced (a jitted loss that
+      takes `ts` as an argument).
     - `rtol`, `atol`: tolerances of the PID step-size controller (adaptive only).
-    - `adjoint`: how gradients are computed for adaptive solvers: `"recursive"`
-      (checkpointed backprop through the solver, default), `"backsolve"` (the
-      continuous adjoint, O(1) memory), `"direct"`, `"forward"` (for `jax.jvp` /
-      `jax.jacfwd`), or a `diffrax.AbstractAdjoint`. Fixed-step solvers always
-      backpropagate through their scan.
+    - `adjoint`: how gradients are computed: `"recursive"` (checkpointed backprop
+      through the solver, default; memory grows like √steps for fixed steps),
+      `"backsolve"` (the continuous adjoint of Chen et al. 2018: memory independent
+      of the number of steps, gradient exact to the solver's order), `"direct"`
+      (backprop storing every step: the fastest gradient, memory linear in steps),
+      `"forward"` (for `jax.jvp` / `jax.jacfwd`), or a `diffrax.AbstractAdjoint`.
+      Fixed-step solvers honour all four; with them `"recursive"` and
+      `"backsolve"` support reverse mode only (use `"direct"` or `"forward"` for
+      `jax.jvp`/`jax.jacfwd`), and `"backsolve"` gives zero gradient for `ts`
+      only through the step size (the save-time terms are exact).
     - `max_steps`: the most steps an adaptive solve may take.
     - `throw`: raise on failure. With `throw=False` a failure is reported in
       `sol.ok` (per element under `vmap`), and the values after the failure are
@@ -401,13 +401,17 @@ def solve(
     value); at run time, an error when the solve fails and `throw=True`.
 
     Works under `jax.jit`, `jax.vmap` and `jax.grad`. Tolerances, `y0`, `args` and
-    `ts` are traced values: changing them does not recompile.
+    `ts` are traced values: changing them does not recompile, except that a
+    fixed-step solve with `dt` compiles once per step count (`len(ts)`, `dt` and the
+    spans of `ts` set the number of steps; `substeps` fixes it).
     """
     solver = _resolve_solver(solver)
     # keep a host copy of concrete times: under `jit`, `jnp.asarray` turns even a
     # NumPy constant into a tracer, and a fixed-step grid needs the values
     ts_host = np.asarray(ts, dtype=np.float64) if is_concrete(ts) else None
     ts = _as_float(ts)
+    if ts_host is not None:  # the values as the solve holds them (float32 rounding)
+        ts_host = ts_host.astype(ts.dtype).astype(np.float64)
     check_times("ts", ts if ts_host is None else ts_host)
     y0 = jtu.tree_map(_as_float, y0)
     check_finite("y0", y0)
@@ -427,9 +431,13 @@ def solve(
         return Solution(ts, ys, _stats(0, 0, 0, 0), jnp.array(True))
 
     if isinstance(solver, AbstractStepper):
-        ys, ok, stats = _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress,
-                                ts_host)
+        ys, ok, stats = _fixed(f, solver, y0, ts, args, dt, substeps, adjoint, throw,
+                                progress, ts_host)
     else:
+        if substeps is not None:
+            raise ValueError(
+                f"`substeps`={substeps!r} is for fixed-step solvers; the adaptive "
+                f"solver {type(solver).__name__} chooses its own steps.")
         adjoint = _resolve_adjoint(adjoint)
         dt0 = None if dt is None else jnp.asarray(dt, ts.dtype)
         if dt0 is None and not isinstance(solver, diffrax.AbstractAdaptiveSolver):
@@ -443,43 +451,52 @@ def solve(
     return Solution(ts, ys, stats, ok)
 
 
-def _fixed(f, solver, y0, ts, args, dt, adjoint, throw, progress, ts_host):
-    if isinstance(_resolve_adjoint(adjoint), diffrax.BacksolveAdjoint):
-        raise ValueError(
-            "`adjoint`='backsolve' needs an adaptive diffrax solver; fixed-step "
-            f"solver {type(solver).__name__} always backpropagates through its steps."
-        )
-    n = ts.shape[0] - 1
-    if dt is None:
-        substeps = 1
-    else:
-        if ts_host is None or not is_concrete(dt):
+def _fixed_plan(ts, ts_host, dt, substeps):
+    """`(counts, uniform)`: steps per interval (an int when all intervals take the
+    same number) and whether all spans of `ts` are equal to rounding."""
+    if substeps is not None:
+        if dt is not None:
             raise ValueError(
-                "a fixed-step solve with `dt` needs concrete `ts` and `dt` (the "
-                "number of steps sets array shapes); pass them as constants, not "
-                "traced values, or use dt=None with a finer `ts`."
-            )
-        counts, sizes = _fixed_grid(ts_host, float(dt))
-        if np.any(counts != counts[0]):
-            t_np = ts_host
-            t_steps = np.concatenate(
-                [t_np[i] + sizes[i] * np.arange(c) for i, c in enumerate(counts)])
-            h_steps = np.repeat(sizes, counts)
-            save_index = np.cumsum(counts) - 1
-            return _solve_fixed_grid(
-                f, solver, y0, jnp.asarray(t_steps, ts.dtype),
-                jnp.asarray(h_steps, ts.dtype), save_index, args, throw)
-        substeps = int(counts[0])
-    h = None
-    if ts_host is not None:
-        spans = np.diff(ts_host)
-        if np.allclose(spans, spans[0], rtol=1e-6, atol=0):
-            h = jnp.asarray(spans.mean() / substeps, ts.dtype)
+                f"pass `dt` or `substeps`, not both (got dt={dt!r}, "
+                f"substeps={substeps!r}).")
+        if isinstance(substeps, bool) or not isinstance(substeps, int) or substeps < 1:
+            raise ValueError(
+                f"`substeps` must be a positive integer, got {substeps!r}.")
+    if dt is not None and (ts_host is None or not is_concrete(dt)):
+        raise ValueError(
+            "a fixed-step solve with `dt` needs concrete `ts` and `dt` (the number "
+            "of steps sets array shapes). Under `jit` with `ts` as an argument, pass "
+            "`substeps=k` instead (k equal steps in every interval of `ts`).")
+    if ts_host is None:
+        return (1 if substeps is None else substeps), False
+    counts, uniform = plan_grid(ts_host, None if dt is None else float(dt), ts.dtype)
+    if substeps is not None:
+        return substeps, uniform
+    if np.all(counts == counts[0]):
+        return int(counts[0]), uniform
+    return counts, uniform
+
+
+def _fixed(f, solver, y0, ts, args, dt, substeps, adjoint, throw, progress, ts_host):
+    adjoint = _fixed_adjoint(adjoint)
+    counts, uniform = _fixed_plan(ts, ts_host, dt, substeps)
+    if not isinstance(counts, int):  # intervals that need different step counts
+        sizes = np.diff(ts_host) / counts
+        t_steps = np.concatenate(
+            [ts_host[i] + sizes[i] * np.arange(c) for i, c in enumerate(counts)])
+        h_steps = np.repeat(sizes, counts)
+        save_index = tuple(int(i) for i in np.cumsum(counts) - 1)
+        return _solve_fixed_grid(
+            f, solver, y0, ts, jnp.asarray(t_steps, ts.dtype),
+            jnp.asarray(h_steps, ts.dtype), save_index,
+            tuple(int(c) for c in counts), args, throw, adjoint)
+    run = lambda show: _solve_fixed(  # noqa: E731
+        f, solver, y0, ts, args, counts, uniform, adjoint, throw, show)
     if not progress:
-        return _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, False)
-    _Progress.open(n)
+        return run(False)
+    _Progress.open(ts.shape[0] - 1)
     try:
-        out = _solve_fixed(f, solver, y0, ts, args, substeps, h, throw, True)
+        out = run(True)
         jax.block_until_ready(out)
         jax.effects_barrier()
     finally:

@@ -234,10 +234,7 @@ class NeuralODE(eqx.Module):
         """
         if ts is None:
             ts = jnp.array([0.0, self.t1], dtype=jnp.result_type(float))
-        adjoint = self.adjoint
-        if self.fixed_step and (adjoint == "backsolve" or isinstance(
-                adjoint, diffrax.BacksolveAdjoint)):
-            adjoint = "recursive"  # fixed steps always backpropagate through the scan
+        adjoint = self.adjoint  # fixed-step solvers honour it too (backsolve included)
         return solve(
             self._field(), y0, ts, self.vector_field, solver=self.solver,
             dt=self.dt, rtol=self.rtol if rtol is None else rtol,
