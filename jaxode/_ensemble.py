@@ -17,7 +17,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ._errors import check_finite, check_times, is_concrete, short
-from ._solve import Solution, _resolve_solver, solve
+from ._solve import Solution, _fixed_plan, _resolve_solver, solve
 from ._solvers import AbstractStepper
 from ._types import Args, VectorField, Y
 
@@ -140,6 +140,13 @@ def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
     padded = -(-n // mesh.size) * mesh.size
     if static_ts is not None:
         ts = np.asarray(static_ts)
+    if "_even" in kwargs:  # a fixed-step grid with the same step count everywhere
+        kwargs = dict(kwargs)
+        substeps, uniform = kwargs.pop("_even")
+        kwargs.pop("dt")
+        kwargs["substeps"] = substeps
+        if uniform:  # the step, loop-invariant, from the traced times
+            kwargs["_uniform"] = True
     y0s = jtu.tree_map(lambda a: _pad_traced(a, padded), y0s)
     mapped = jtu.tree_map(lambda a: _pad_traced(a, padded), mapped)
     y0s, mapped = jax.lax.with_sharding_constraint((y0s, mapped), split)
@@ -251,8 +258,14 @@ def ensemble(
         if not is_concrete(ts):
             raise ValueError(
                 "a fixed-step ensemble with `dt` needs concrete `ts` (the number of "
-                "steps sets array shapes); pass them as constants or use dt=None.")
-        static_ts = tuple(np.asarray(ts).tolist())  # shapes depend on the values
+                "steps sets array shapes); pass them as constants, or pass "
+                "`substeps=k` instead of `dt`.")
+        host = np.asarray(ts, np.float64)
+        counts, uniform = _fixed_plan(ts, host, kwargs["dt"], kwargs.get("substeps"))
+        if isinstance(counts, int):  # traced times: new values do not recompile
+            kwargs["_even"] = (counts, uniform)
+        else:  # intervals with different step counts: the grid is part of the program
+            static_ts = tuple(host.tolist())
 
     if is_concrete((y0s, mapped)):
         padded = -(-n // mesh.size) * mesh.size
