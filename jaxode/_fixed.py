@@ -124,26 +124,39 @@ def _split(xs, length):
 
 @_ckpt_scan.def_fwd
 def _ckpt_scan_fwd(perturbed, vjp_arg, body, length):
-    # The same plain scan as the primal (so outputs keep their batching under vmap),
-    # writing the carry into a small buffer at the start of every block.
     carry, xs, env = vjp_arg
     b = _block_size(length)
     nb = -(-length // b)
-    buf0 = jtu.tree_map(lambda c: jnp.zeros((nb,) + jnp.shape(c), jnp.result_type(c)),
-                        carry)
+    step = lambda c, x: body(c, x, env)  # noqa: E731
+    y_shape = jax.eval_shape(step, carry, jtu.tree_map(lambda a: a[0], xs))[1]
+    if not jtu.tree_leaves(y_shape):
+        # no outputs per step: a scan over blocks, keeping the carry entering each
+        main, rest, nfull, b = _split(xs, length)
 
-    def step(state, x):
+        def block(c, xb):
+            return lax.scan(step, c, xb, length=b)[0], c
+
+        c_mid, starts = lax.scan(block, carry, main, length=nfull)
+        c_end, ys = lax.scan(step, c_mid, rest, length=length - nfull * b)
+        starts = jtu.tree_map(lambda a, m: jnp.concatenate([a, m[None]]), starts, c_mid)
+        return (c_end, ys), jtu.tree_map(lambda a: a[:nb], starts)
+    # outputs per step: the same plain scan as the primal (so the outputs keep their
+    # batching under vmap), writing the carry into a small buffer at every block
+    # start; one spare row takes the writes of the other steps, so there is no branch
+    buf0 = jtu.tree_map(
+        lambda c: jnp.zeros((nb + 1,) + jnp.shape(c), jnp.result_type(c)), carry)
+
+    def write(state, x):
         c, buf, i = state
-        buf = lax.cond(
-            i % b == 0,
-            lambda: jtu.tree_map(lambda B, v: B.at[i // b].set(v), buf, c),
-            lambda: buf)
-        c, y = body(c, x, env)
+        row = jnp.where(i % b == 0, i // b, nb)
+        buf = jtu.tree_map(lambda B, v: lax.dynamic_update_index_in_dim(B, v, row, 0),
+                           buf, c)
+        c, y = step(c, x)
         return (c, buf, i + 1), y
 
-    (c_end, starts, _), ys = lax.scan(step, (carry, buf0, jnp.int32(0)), xs,
+    (c_end, starts, _), ys = lax.scan(write, (carry, buf0, jnp.int32(0)), xs,
                                       length=length)
-    return (c_end, ys), starts
+    return (c_end, ys), jtu.tree_map(lambda a: a[:nb], starts)
 
 
 @_ckpt_scan.def_bwd
