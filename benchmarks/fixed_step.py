@@ -1,8 +1,14 @@
-"""Fixed-step RK4 over many initial conditions: jaxode vs hand-written lax.scan vs
-diffrax at constant step vs torchdiffeq.
+"""Fixed-step RK4 over many initial conditions, written as users write it: jaxode vs a
+hand-written `vmap(lax.scan)` vs diffrax at constant step vs torchdiffeq.
 
-The seed's competition model, 10 000 initial conditions, 1000 RK4 steps of 0.1,
-float32, final state only. Run: `python benchmarks/fixed_step.py [--quick]`.
+The two-species competition model, 10 000 initial conditions, float32 times from
+`jnp.linspace(0, 50, 1001)`, RK4 with `dt=0.05` (1000 steps), the README's pattern
+`jax.jit(jax.vmap(lambda y: jo.solve(...).ys))` with the default `throw=True`. Two
+cases: the whole (10000, 1001, 2) trajectory kept, and only the final state kept. The
+hand-written scan saves the same array (the initial state, then every step). Every
+contender is checked against the hand scan before the table is printed.
+
+    python benchmarks/fixed_step.py [--quick] [--rounds N]
 """
 
 import argparse
@@ -18,7 +24,7 @@ from jaxode.data import COMPETITION_PARAMS, competition
 
 
 class _DiffraxRK4(diffrax.AbstractERK):
-    """The classical RK4 tableau in diffrax, so both sides take the same steps."""
+    """The classical RK4 tableau in diffrax, so every side takes the same steps."""
 
     tableau = diffrax.ButcherTableau(
         c=np.array([0.5, 0.5, 1.0]),
@@ -32,56 +38,47 @@ class _DiffraxRK4(diffrax.AbstractERK):
         return 4
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, one round")
-    parser.add_argument("--members", type=int, default=10_000)
-    parser.add_argument("--steps", type=int, default=1000)
-    ns = parser.parse_args()
-    members, steps, rounds = (500, 100, 2) if ns.quick else (ns.members, ns.steps, 7)
-    dt = 0.1
-    t1 = dt * steps
-
-    rng = np.random.default_rng(0)
-    y0s_np = (rng.uniform(50, 300, size=(members, 2))).astype(np.float32)
+def _contenders(members, steps, y0s_np):
     args = {k: jnp.float32(v) for k, v in COMPETITION_PARAMS.items()}
+    t1 = 0.05 * steps
+    ts = jnp.linspace(0.0, t1, steps + 1)  # float32, as everyone writes it
     y0s = jnp.asarray(y0s_np)
-    ts = jnp.array([0.0, t1], jnp.float32)
 
-    @jax.jit
-    def jaxode_run(y0s):
-        run = lambda y0: jo.solve(competition, y0, ts, args, solver="rk4", dt=dt).ys[-1]  # noqa: E731
-        return jax.vmap(run)(y0s)
+    def user(y):  # the README's pattern
+        return jo.solve(competition, y, ts, args, solver=jo.RK4(), dt=0.05).ys
 
-    @jax.jit
-    def hand_scan(y0s):
-        """What a JAX user writes: RK4 under lax.scan for one member, vmapped."""
-        h = jnp.float32(dt)
+    def rk4(y, t):
+        h = ts[1] - ts[0]
+        k1 = competition(t, y, args)
+        k2 = competition(t + h / 2, y + h / 2 * k1, args)
+        k3 = competition(t + h / 2, y + h / 2 * k2, args)
+        k4 = competition(t + h, y + h * k3, args)
+        y = y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        return y, y
 
-        def rk4(y, t):
-            k1 = competition(t, y, args)
-            k2 = competition(t + h / 2, y + h / 2 * k1, args)
-            k3 = competition(t + h / 2, y + h / 2 * k2, args)
-            k4 = competition(t + h, y + h * k3, args)
-            return y + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4), None
+    def hand(y):
+        final, path = jax.lax.scan(rk4, y, ts[:-1])
+        return jnp.concatenate([y[None], path]), final
 
-        one = lambda y0: jax.lax.scan(rk4, y0, h * jnp.arange(steps, dtype=jnp.float32))[0]  # noqa: E731
-        return jax.vmap(one)(y0s)
-
-    @jax.jit
-    def diffrax_run(y0s):
+    def diffrax_run(y0s, save_all):
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(competition), _DiffraxRK4(), t0=0.0, t1=t1, dt0=dt, y0=y0s,
-            args=args, saveat=diffrax.SaveAt(t1=True),
+            diffrax.ODETerm(competition), _DiffraxRK4(), t0=ts[0], t1=ts[-1],
+            dt0=ts[1] - ts[0], y0=y0s, args=args,
+            saveat=diffrax.SaveAt(ts=ts) if save_all else diffrax.SaveAt(t1=True),
             stepsize_controller=diffrax.ConstantStepSize(), max_steps=steps + 1)
-        return sol.ys[-1]
+        return sol.ys if save_all else sol.ys[-1]
 
-    contenders = {
-        "jaxode.solve(rk4), vmap": lambda: jaxode_run(y0s),
-        "hand-written lax.scan RK4": lambda: hand_scan(y0s),
-        "diffrax, constant step": lambda: diffrax_run(y0s),
+    jitted = {
+        ("all", "jaxode"): jax.jit(jax.vmap(user)),
+        ("all", "hand"): jax.jit(jax.vmap(lambda y: hand(y)[0])),
+        ("all", "diffrax"): jax.jit(lambda y0s: jnp.moveaxis(diffrax_run(y0s, True), 0, 1)),
+        ("final", "jaxode"): jax.jit(jax.vmap(lambda y: user(y)[-1])),
+        ("final", "hand"): jax.jit(jax.vmap(lambda y: hand(y)[1])),
+        ("final", "diffrax"): jax.jit(lambda y0s: diffrax_run(y0s, False)),
     }
-
+    cases = {"all": {}, "final": {}}
+    for (case, name), fn in jitted.items():
+        cases[case][name] = (lambda fn=fn: fn(y0s))
     try:
         import torch
         from torchdiffeq import odeint
@@ -96,37 +93,66 @@ def main():
             return torch.stack([dx, dz], dim=-1)
 
         ty0 = torch.tensor(y0s_np)
-        tt = torch.tensor([0.0, t1], dtype=torch.float32)
+        tts = torch.tensor(np.asarray(ts))
 
-        def torch_run():
+        def torch_all():
+            with torch.no_grad():  # odeint saves at every time it is given
+                return odeint(torch_f, ty0, tts, method="rk4").transpose(0, 1)
+
+        def torch_final():
             with torch.no_grad():
-                return odeint(torch_f, ty0, tt, method="rk4", options={"step_size": dt})[-1]
+                return odeint(torch_f, ty0, tts, method="rk4")[-1]
 
-        contenders["torchdiffeq odeint(rk4)"] = torch_run
+        cases["all"]["torchdiffeq"] = torch_all
+        cases["final"]["torchdiffeq"] = torch_final
     except ImportError:
         print("torch/torchdiffeq not installed: `pip install -e '.[bench]'` to compare")
+    return cases
 
-    times = measure(contenders, rounds=rounds)
-    ref = np.asarray(hand_scan(y0s))
-    for name, fn in contenders.items():  # all contenders compute the same thing
-        got = fn()
-        got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
-        err = np.max(np.abs(got - ref) / np.abs(ref))
-        assert err < 1e-4, (name, err)
-    print(f"Fixed-step RK4: {members} members x {steps} steps, float32; {machine()}; "
-          f"jax {jax.__version__}")
-    report("best of rounds (first call = compile / warm-up)", times,
-           baseline="torchdiffeq odeint(rk4)" if "torchdiffeq odeint(rk4)" in times
-           else "hand-written lax.scan RK4")
-    j, h = times["jaxode.solve(rk4), vmap"]["best"], times["hand-written lax.scan RK4"]["best"]
-    row = f"| fixed_step: RK4, {members} ICs x {steps} steps, f32 | {1e3 * j:.1f} ms | "
-    row += f"hand scan {1e3 * h:.1f} ms ({j / h:.2f}x its time)"
-    if "torchdiffeq odeint(rk4)" in times:
-        t = times["torchdiffeq odeint(rk4)"]["best"]
-        row += f"; torchdiffeq {1e3 * t:.1f} ms | **{t / j:.1f}x** faster than torchdiffeq |"
-    else:
-        row += " | - |"
-    print("\n" + row)
+
+def _check(cases):
+    for case, contenders in cases.items():
+        ref = np.asarray(contenders["hand"]())
+        for name, fn in contenders.items():
+            got = fn()
+            got = got.numpy() if hasattr(got, "numpy") else np.asarray(got)
+            assert got.shape == ref.shape, (case, name, got.shape, ref.shape)
+            err = np.max(np.abs(got - ref) / np.abs(ref))
+            assert err < 1e-4, (case, name, err)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, two rounds")
+    parser.add_argument("--members", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=15)
+    ns = parser.parse_args()
+    members, steps, rounds = (500, 100, 2) if ns.quick else (ns.members, 1000, ns.rounds)
+    rng = np.random.default_rng(0)
+    y0s_np = rng.uniform(50, 300, size=(members, 2)).astype(np.float32)
+    cases = _contenders(members, steps, y0s_np)
+    _check(cases)
+    print(f"Fixed-step RK4: {members} members x {steps} steps of jnp.linspace float32 "
+          f"times; {machine()}; jax {jax.__version__}")
+    rows = []
+    for case, what in [("all", f"all {steps + 1} states saved"),
+                       ("final", "final state only")]:
+        times = measure(cases[case], rounds=rounds)
+        report(f"{what}: best of {rounds} rounds (first call = compile / warm-up)",
+               times, baseline="hand")
+        j, h = times["jaxode"]["best"], times["hand"]["best"]
+        d = times["diffrax"]["best"]
+        peer = f"hand-written vmap(lax.scan) {1e3 * h:.1f} ms; diffrax {1e3 * d:.1f} ms"
+        ratio = f"**{h / j:.2f}x** the hand scan's speed"
+        if "torchdiffeq" in times:
+            t = times["torchdiffeq"]["best"]
+            peer += f"; torchdiffeq {1e3 * t:.0f} ms"
+            ratio += f"; {t / j:.0f}x torchdiffeq"
+        print(f"jaxode / hand-scan speed ({what}): {h / j:.2f}")
+        rows.append(f"| fixed_step: RK4, {members} ICs x {steps} steps, f32 linspace "
+                    f"times, {what}, throw=True | {1e3 * j:.1f} ms | {peer} | {ratio} |")
+    print("\n| benchmark | jaxode | peer | ratio |\n|---|---|---|---|")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":

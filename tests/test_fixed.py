@@ -346,3 +346,23 @@ def test_neural_ode_fixed_step_backsolve_is_honoured():
         grads[adjoint] = eqx.filter_grad(lambda m: jnp.sum(m(y0) ** 2))(model)
     np.testing.assert_allclose(grads["backsolve"].vector_field.W,
                                grads["direct"].vector_field.W, rtol=1e-7)
+
+
+class ClampedEuler(jo.Euler):
+    """Euler from the state projected onto y >= 0: a stepper whose `step` turns a
+    NaN state back into a finite one."""
+
+    def step(self, f, t, y, dt, args=None):
+        return super().step(f, t, jnp.where(y > 0, y, 0.0), dt, args)
+
+
+def test_nan_hidden_by_a_projecting_stepper_is_still_caught():
+    ts = jnp.array([0.0, 0.5, 1.0])
+    f = lambda t, y, a: jnp.where((t > 0.2) & (t < 0.215), jnp.nan, -y)  # noqa: E731
+    sol = jo.solve(f, jnp.ones(2), ts, None, solver=ClampedEuler(), dt=0.01,
+                   throw=False)
+    assert np.all(np.isfinite(sol.ys))  # the NaN vanished from every saved state
+    assert not bool(sol.ok)
+    with pytest.raises(Exception, match="non-finite value"):
+        jax.block_until_ready(jo.solve(f, jnp.ones(2), ts, None, solver=ClampedEuler(),
+                                       dt=0.01).ys[-1])
