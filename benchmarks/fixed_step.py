@@ -19,23 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxode as jo
+from _diffrax_rk4 import DiffraxRK4
 from _timing import machine, measure, report
 from jaxode.data import COMPETITION_PARAMS, competition
-
-
-class _DiffraxRK4(diffrax.AbstractERK):
-    """The classical RK4 tableau in diffrax, so every side takes the same steps."""
-
-    tableau = diffrax.ButcherTableau(
-        c=np.array([0.5, 0.5, 1.0]),
-        b_sol=np.array([1 / 6, 1 / 3, 1 / 3, 1 / 6]),
-        b_error=np.zeros(4),
-        a_lower=(np.array([0.5]), np.array([0.0, 0.5]), np.array([0.0, 0.0, 1.0])),
-    )
-    interpolation_cls = diffrax.ThirdOrderHermitePolynomialInterpolation.from_k
-
-    def order(self, terms):
-        return 4
 
 
 def _contenders(members, steps, y0s_np):
@@ -44,8 +30,9 @@ def _contenders(members, steps, y0s_np):
     ts = jnp.linspace(0.0, t1, steps + 1)  # float32, as everyone writes it
     y0s = jnp.asarray(y0s_np)
 
-    def user(y):  # the README's pattern
-        return jo.solve(competition, y, ts, args, solver=jo.RK4(), dt=0.05).ys
+    def user(y, throw=True):  # the README's pattern
+        return jo.solve(competition, y, ts, args, solver=jo.RK4(), dt=0.05,
+                        throw=throw).ys
 
     def rk4(y, t):
         h = ts[1] - ts[0]
@@ -62,7 +49,7 @@ def _contenders(members, steps, y0s_np):
 
     def diffrax_run(y0s, save_all):
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(competition), _DiffraxRK4(), t0=ts[0], t1=ts[-1],
+            diffrax.ODETerm(competition), DiffraxRK4(), t0=ts[0], t1=ts[-1],
             dt0=ts[1] - ts[0], y0=y0s, args=args,
             saveat=diffrax.SaveAt(ts=ts) if save_all else diffrax.SaveAt(t1=True),
             stepsize_controller=diffrax.ConstantStepSize(), max_steps=steps + 1)
@@ -71,6 +58,7 @@ def _contenders(members, steps, y0s_np):
     jitted = {
         ("all", "jaxode"): jax.jit(jax.vmap(user)),
         ("all", "hand"): jax.jit(jax.vmap(lambda y: hand(y)[0])),
+        ("all", "jaxode throw=False"): jax.jit(jax.vmap(lambda y: user(y, False))),
         ("all", "diffrax"): jax.jit(lambda y0s: jnp.moveaxis(diffrax_run(y0s, True), 0, 1)),
         ("final", "jaxode"): jax.jit(jax.vmap(lambda y: user(y)[-1])),
         ("final", "hand"): jax.jit(jax.vmap(lambda y: hand(y)[1])),
@@ -148,6 +136,9 @@ def main():
             t = times["torchdiffeq"]["best"]
             peer += f"; torchdiffeq {1e3 * t:.0f} ms"
             ratio += f"; {t / j:.0f}x torchdiffeq"
+        if "jaxode throw=False" in times:
+            q = times["jaxode throw=False"]["best"]
+            peer += f"; jaxode with throw=False {1e3 * q:.1f} ms ({h / q:.2f}x)"
         print(f"jaxode / hand-scan speed ({what}): {h / j:.2f}")
         rows.append(f"| fixed_step: RK4, {members} ICs x {steps} steps, f32 linspace "
                     f"times, {what}, throw=True | {1e3 * j:.1f} ms | {peer} | {ratio} |")
