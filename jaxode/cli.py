@@ -233,8 +233,41 @@ def _bench(ns: argparse.Namespace) -> int:
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text("\n".join(text))
     print(f"wrote {results}")
+    readme = directory.parent / "README.md"
+    if ns.results is None and not ns.quick and readme.is_file() and _write_readme_table(
+            readme, [row for n in order for row in rows.get(n, [])], status, order):
+        print(f"wrote the benchmark table of {readme}")
     failed = [n for n in chosen if "FAILED" in status[n]]  # this run's scripts
     return 1 if failed else 0
+
+
+README_START = "<!-- benchmark table: written by `jaxode bench` from RESULTS.md -->"
+README_END = "<!-- end of benchmark table -->"
+
+
+def _write_readme_table(readme: Path, rows: list[str], status: dict,
+                        order: list[str]) -> bool:
+    """Replace the README's benchmark table (between the two markers) by the rows of
+    RESULTS.md, with when each script ran. False when the markers are missing."""
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        return False
+    when = {n: status[n].split("|")[5].strip() for n in order}
+    table = [
+        README_START,
+        "",
+        "| script (`jaxode bench NAME`, run at UTC) | benchmark | jaxode | peer | "
+        "ratio |",
+        "|---|---|---|---|---|",
+        *[row.replace(f"| {n} |", f"| `{n}` ({when[n]}) |", 1)
+          for row in rows for n in order if row.startswith(f"| {n} |")],
+        "",
+        README_END,
+    ]
+    head, rest = text.split(README_START, 1)
+    tail = rest.split(README_END, 1)[1]
+    readme.write_text(head + "\n".join(table) + tail)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -85,6 +85,26 @@ def test_bench_collects_rows(tmp_path, capsys):
     assert text.count("| toy | ok | 1 |") == 1
 
 
+def test_bench_writes_the_readme_table_from_results(tmp_path):
+    bench = tmp_path / "benchmarks"
+    bench.mkdir()
+    (bench / "toy.py").write_text(
+        "print('| benchmark | jaxode | peer | ratio |')\n"
+        "print('|---|---|---|---|')\n"
+        "print('| toy row | 1.0 ms | 2.0 ms | 2.00 |')\n")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n\n{cli.README_START}\nold row\n"
+                      f"{cli.README_END}\n\nafter\n")
+    assert cli.main(["bench", "toy", "--dir", str(bench)]) == 0
+    text = readme.read_text()
+    assert "old row" not in text and text.startswith("# x\n\nbefore\n\n")
+    assert text.endswith(f"{cli.README_END}\n\nafter\n")
+    row = [ln for ln in text.splitlines() if "toy row" in ln]
+    assert len(row) == 1 and row[0].startswith("| `toy` (20")
+    assert row[0].endswith("| toy row | 1.0 ms | 2.0 ms | 2.00 |")
+    assert (bench / "RESULTS.md").read_text().count("toy row") == 1
+
+
 def test_table_rows_skip_headers_and_separators():
     out = "x\n| a | b |\n|:--|--:|\n| 1 | 2 |\n| 3 | 4 |\nend | 5 |\n"
     assert cli._table_rows(out) == ["| 1 | 2 |", "| 3 | 4 |"]
