@@ -25,6 +25,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._errors import check_choice
 from .._scan import scan
+from ._lstm import lstm_layer
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "ACTIVATIONS"]
 
@@ -186,6 +187,19 @@ class LSTMCell(_Cell):
         if reverse:
             px = px[::-1]
         carry, ys = lstm_sequence(self.weight_hh, px, *carry, unroll)
+        return carry, (ys[::-1] if reverse else ys)
+
+    def run_inputs(self, carry, xs, *, reverse: bool = False):
+        """The layer over raw inputs `xs` (`(time, input)` or `(time, batch, input)`)
+        through `lstm_layer`: the same values and gradients as scanning `recur`, with
+        a written-out backward pass and a `vmap` rule that batches the examples.
+
+        **Returns:** `(carry, ys)`.
+        """
+        _check_input(self, xs)
+        if reverse:
+            xs = xs[::-1]
+        ys, carry = lstm_layer(self.weight_ih, self.weight_hh, self.bias, xs, carry)
         return carry, (ys[::-1] if reverse else ys)
 
     def recur(self, carry, px):

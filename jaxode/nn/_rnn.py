@@ -25,7 +25,10 @@ def _check_cell(name: str, cell) -> None:
 
 
 def _run(cell, xs, carry, mask, reverse, unroll):
-    """One cell over one sequence: all input projections in one matmul, then scan."""
+    """One cell over one sequence: the cell's own sequence routine where it has one,
+    else all input projections in one matmul, then a scan."""
+    if mask is None and hasattr(cell, "run_inputs"):
+        return cell.run_inputs(carry, xs, reverse=reverse)
     px = cell.project(xs)
     if mask is None and hasattr(cell, "sequence"):
         return cell.sequence(carry, px, reverse=reverse, unroll=unroll)
