@@ -12,6 +12,7 @@ contender is checked against the hand scan before the table is printed.
 """
 
 import argparse
+import resource
 
 import diffrax
 import jax
@@ -109,6 +110,18 @@ def _check(cases):
             assert err < 1e-4, (case, name, err)
 
 
+def _cpu_per_call(fn, calls=10):
+    """User and system CPU seconds per call: user time is the computation; system
+    time here is mostly the kernel paging in fresh output buffers."""
+    fn()
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    for _ in range(calls):
+        out = fn()
+        out = out.block_until_ready() if hasattr(out, "block_until_ready") else out
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return ((r1.ru_utime - r0.ru_utime) / calls, (r1.ru_stime - r0.ru_stime) / calls)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, two rounds")
@@ -139,6 +152,13 @@ def main():
         if "jaxode throw=False" in times:
             q = times["jaxode throw=False"]["best"]
             peer += f"; jaxode with throw=False {1e3 * q:.1f} ms ({h / q:.2f}x)"
+            cpu = {name: _cpu_per_call(cases[case][name])
+                   for name in ("jaxode", "jaxode throw=False", "hand")}
+            for name, (user, system) in cpu.items():
+                print(f"CPU per call, {name:<20}: user {1e3 * user:6.1f} ms, "
+                      f"system {1e3 * system:6.1f} ms")
+            peer += (f"; user CPU per call: jaxode {1e3 * cpu['jaxode'][0]:.0f} ms, "
+                     f"hand {1e3 * cpu['hand'][0]:.0f} ms")
         print(f"jaxode / hand-scan speed ({what}): {h / j:.2f}")
         rows.append(f"| fixed_step: RK4, {members} ICs x {steps} steps, f32 linspace "
                     f"times, {what}, throw=True | {1e3 * j:.1f} ms | {peer} | {ratio} |")
