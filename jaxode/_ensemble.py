@@ -16,8 +16,16 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ._errors import check_finite, check_times, is_concrete, short
-from ._solve import Solution, _fixed_plan, _resolve_solver, solve
+from ._errors import check_finite, check_positive, check_times, is_concrete, short
+from ._solve import (
+    Solution,
+    _as_float,
+    _fixed_adjoint,
+    _fixed_plan,
+    _resolve_solver,
+    _solve_fixed,
+    solve,
+)
 from ._solvers import AbstractStepper
 from ._types import Args, VectorField, Y
 
@@ -140,19 +148,16 @@ def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
     padded = -(-n // mesh.size) * mesh.size
     if static_ts is not None:
         ts = np.asarray(static_ts)
-    if "_even" in kwargs:  # a fixed-step grid with the same step count everywhere
-        kwargs = dict(kwargs)
-        substeps, uniform = kwargs.pop("_even")
-        kwargs.pop("dt")
-        kwargs["substeps"] = substeps
-        if uniform:  # the step, loop-invariant, from the traced times
-            kwargs["_uniform"] = True
+    even = kwargs.get("_even")
     y0s = jtu.tree_map(lambda a: _pad_traced(a, padded), y0s)
     mapped = jtu.tree_map(lambda a: _pad_traced(a, padded), mapped)
     y0s, mapped = jax.lax.with_sharding_constraint((y0s, mapped), split)
 
     def one(y0, member_args):
-        sol = solve(f, y0, ts, eqx.combine(member_args, shared), **kwargs)
+        args = eqx.combine(member_args, shared)
+        if even is not None:  # traced times, a step count fixed on the host
+            return _even_member(f, y0, ts, args, even, kwargs)
+        sol = solve(f, y0, ts, args, **kwargs)
         return sol.ys, sol.stats, sol.ok
 
     ys, stats, ok = jax.vmap(one)(y0s, mapped)
@@ -160,6 +165,19 @@ def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
     if padded != n:
         ys, stats, ok = jtu.tree_map(lambda a: a[:n], (ys, stats, ok))
     return Solution(jnp.asarray(ts), ys, stats, ok)
+
+
+def _even_member(f, y0, ts, args, even, kwargs):
+    """One member of a fixed-step ensemble whose grid `ensemble` planned on the host:
+    `substeps` per interval, and whether the spans are equal (then the step is one
+    loop-invariant scalar computed from the traced times)."""
+    substeps, uniform = even
+    solver = _resolve_solver(kwargs.get("solver", "tsit5"))
+    adjoint = _fixed_adjoint(kwargs.get("adjoint", "recursive"))
+    y0 = jtu.tree_map(_as_float, y0)
+    ys, ok, stats = _solve_fixed(f, solver, y0, jnp.asarray(ts), args, substeps,
+                                 uniform, adjoint, kwargs.get("throw", True), False)
+    return ys, stats, ok
 
 
 def ensemble(
@@ -260,6 +278,7 @@ def ensemble(
                 "a fixed-step ensemble with `dt` needs concrete `ts` (the number of "
                 "steps sets array shapes); pass them as constants, or pass "
                 "`substeps=k` instead of `dt`.")
+        check_positive("dt", kwargs["dt"])
         host = np.asarray(ts, np.float64)
         counts, uniform = _fixed_plan(ts, host, kwargs["dt"], kwargs.get("substeps"))
         if isinstance(counts, int):  # traced times: new values do not recompile

@@ -353,7 +353,6 @@ def solve(
     max_steps: int = 4096,
     throw: bool = True,
     progress: bool = False,
-    _uniform: bool = False,
 ) -> Solution:
     """Solve `dy/dt = f(t, y, args)` from `y(ts[0]) = y0` and return `y` at `ts`.
 
@@ -433,7 +432,7 @@ def solve(
 
     if isinstance(solver, AbstractStepper):
         ys, ok, stats = _fixed(f, solver, y0, ts, args, dt, substeps, adjoint, throw,
-                                progress, ts_host, _uniform)
+                                progress, ts_host)
     else:
         if substeps is not None:
             raise ValueError(
@@ -478,11 +477,9 @@ def _fixed_plan(ts, ts_host, dt, substeps):
     return counts, uniform
 
 
-def _fixed(f, solver, y0, ts, args, dt, substeps, adjoint, throw, progress, ts_host,
-           uniform_hint=False):
+def _fixed(f, solver, y0, ts, args, dt, substeps, adjoint, throw, progress, ts_host):
     adjoint = _fixed_adjoint(adjoint)
     counts, uniform = _fixed_plan(ts, ts_host, dt, substeps)
-    uniform = uniform or uniform_hint  # `ensemble` checked the spans on the host
     if not isinstance(counts, int):  # intervals that need different step counts
         sizes = np.diff(ts_host) / counts
         t_steps = np.concatenate(
