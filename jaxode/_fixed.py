@@ -331,7 +331,7 @@ def _even_backsolve_bwd(ys, grad_obj, perturbed, vjp_arg, plan):
     ct_ys, ct_last, _ = grad_obj
     ct_ys = _zeros_for_none(ct_ys, ys)
     if ct_last is not None:  # the final carry is the last saved state
-        ct_ys = jtu.tree_map(lambda c, l: c.at[-1].add(l), ct_ys, ct_last)
+        ct_ys = jtu.tree_map(lambda c, last: c.at[-1].add(last), ct_ys, ct_last)
     a, ct_ts, g = backsolve_intervals(plan.solver, f, args, y0, ts, ys, ct_ys, plan.k, h)
     ct_h = None if h is None else jnp.zeros_like(h)
     return _mask((a, ct_ts, g[0], g[1], ct_h), perturbed)
@@ -403,7 +403,7 @@ def _steps_backsolve_bwd(ys, grad_obj, perturbed, vjp_arg, solver, counts, save_
     y0, ts, f, args = vjp_arg
     ct_ys = _zeros_for_none(grad_obj[0], ys)
     if grad_obj[1] is not None:
-        ct_ys = jtu.tree_map(lambda c, l: c.at[-1].add(l), ct_ys, grad_obj[1])
+        ct_ys = jtu.tree_map(lambda c, last: c.at[-1].add(last), ct_ys, grad_obj[1])
     a, ct_ts, g = backsolve_intervals(solver, f, args, y0, ts, ys, ct_ys, counts, None)
     return _mask((a, ct_ts, g[0], g[1]), perturbed)
 

@@ -387,8 +387,9 @@ def solve(
       `"forward"` (for `jax.jvp` / `jax.jacfwd`), or a `diffrax.AbstractAdjoint`.
       Fixed-step solvers honour all four; with them `"recursive"` and
       `"backsolve"` support reverse mode only (use `"direct"` or `"forward"` for
-      `jax.jvp`/`jax.jacfwd`), and `"backsolve"` gives zero gradient for `ts`
-      only through the step size (the save-time terms are exact).
+      `jax.jvp`/`jax.jacfwd`); with `"backsolve"` the gradient with respect to
+      `ts` is that of the exact flow (`dL/dt_i = dL/dy_i · f(t_i, y_i)`), not of
+      the discrete steps.
     - `max_steps`: the most steps an adaptive solve may take.
     - `throw`: raise on failure. With `throw=False` a failure is reported in
       `sol.ok` (per element under `vmap`), and the values after the failure are

@@ -142,7 +142,9 @@ class NeuralODE(eqx.Module):
     - `rtol`, `atol`: tolerances of an adaptive solver (overridable per call).
     - `adjoint`: `"backsolve"` (the continuous adjoint, memory independent of the
       number of steps), `"recursive"` (checkpointed backprop through the solver),
-      `"direct"`, `"forward"`, or a `diffrax.AbstractAdjoint`.
+      `"direct"`, `"forward"`, or a `diffrax.AbstractAdjoint`. Fixed-step solvers
+      honour it too: `"backsolve"` integrates the adjoint system backwards with the
+      same stepper.
     - `dt`: fixed-step solvers: the step (`None`: one step over `[0, t1]`);
       adaptive solvers: the first step (`None`: chosen automatically).
     - `max_steps`: the most steps of an adaptive solve.
