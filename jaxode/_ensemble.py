@@ -283,6 +283,7 @@ def ensemble(
         counts, uniform = _fixed_plan(ts, host, kwargs["dt"], kwargs.get("substeps"))
         if isinstance(counts, int):  # traced times: new values do not recompile
             kwargs["_even"] = (counts, uniform)
+            del kwargs["dt"]  # the step count replaces it, so a new `dt` is no new key
         else:  # intervals with different step counts: the grid is part of the program
             static_ts = tuple(host.tolist())
 

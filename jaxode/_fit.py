@@ -30,6 +30,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from ._ensemble import AXIS, _check_devices, member_mesh
 from ._errors import check_times, short
+from ._fixed import plan_grid, step_list
 from ._solve import _resolve_solver, _solve_fixed_grid, solve
 from ._solvers import AbstractStepper
 
@@ -513,14 +514,10 @@ class _Problem:
         t_steps, h_steps, saves = [], [], []
         for j in range(k):
             pts = grid[bounds[j]: bounds[j + 1] + 1]
-            spans = np.diff(pts)
-            counts = (np.ones(len(spans), np.int64) if dt is None else
-                      np.maximum(1, np.ceil(spans / dt - 1e-9)).astype(np.int64))
-            sizes = spans / counts
-            t_steps.append(np.concatenate(
-                [pts[i] + sizes[i] * np.arange(c) for i, c in enumerate(counts)]))
-            h_steps.append(np.repeat(sizes, counts))
-            save = np.cumsum(counts) - 1
+            counts, _ = plan_grid(pts, dt, self.dtype)  # the rule `solve` uses
+            steps, sizes, save = step_list(pts, counts)
+            t_steps.append(steps)
+            h_steps.append(sizes)
             saves.append(np.concatenate(
                 [save[:-1], np.full(n_slots - 1 - len(save), save[-1]), save[-1:]]))
         n_steps = max(len(t) for t in t_steps)

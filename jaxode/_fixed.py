@@ -30,9 +30,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-__all__ = ["plan_grid", "solve_even", "solve_steps", "FIXED_ADJOINTS"]
+from ._solvers import AbstractStepper
 
-FIXED_ADJOINTS = ("direct", "recursive", "backsolve")
+__all__ = ["plan_grid", "step_list", "solve_even", "solve_steps"]
 
 
 # ----------------------------------------------------------------------- grid
@@ -64,6 +64,16 @@ def plan_grid(ts: np.ndarray, dt: float | None, dtype) -> tuple[np.ndarray, bool
     return counts, uniform
 
 
+def step_list(ts: np.ndarray, counts: np.ndarray):
+    """Every step of a grid with `counts[i]` equal steps in interval `i` of `ts`:
+    their start times, their sizes, and the index of the step that ends each
+    interval."""
+    sizes = np.diff(ts) / counts
+    t_steps = np.concatenate([ts[i] + sizes[i] * np.arange(c)
+                              for i, c in enumerate(counts)])
+    return t_steps, np.repeat(sizes, counts), np.cumsum(counts) - 1
+
+
 # ----------------------------------------------------------------- the pieces
 
 
@@ -82,8 +92,6 @@ def _acc0(solver):
     +8 % on a vmapped RK4, a running max of |y| +40 %). A stepper that overrides
     `step` (a projection, say) may hide a NaN again: it gets the flag.
     """
-    from ._solvers import AbstractStepper
-
     generic = type(solver).step is AbstractStepper.step
     return None if generic else jnp.array(True)
 
@@ -104,6 +112,15 @@ def _zeros_for_none(ct, like):
         return jnp.zeros(jnp.shape(x), x.dtype)
 
     return jtu.tree_map(fill, ct, like, is_leaf=lambda c: c is None)
+
+
+def _output_cotangent(grad_obj, ys):
+    """The cotangent of the saved states from that of `(ys, y_end, acc)`: the final
+    carry `y_end` is the last saved state."""
+    ct_ys, ct_last = _zeros_for_none(grad_obj[0], ys), grad_obj[1]
+    if ct_last is None:
+        return ct_ys
+    return jtu.tree_map(lambda c, last: c.at[-1].add(last), ct_ys, ct_last)
 
 
 def _mask(grads, perturbed):
@@ -237,7 +254,7 @@ class _Even(eqx.Module):
         return (y, _track(acc, y), j + 1), None
 
     def interval(self, carry, x, env):
-        t0, t1, i = x
+        t0, t1, *i = x  # the interval index travels only to drive a progress bar
         f, args, h_uniform = env
         h = (t1 - t0) / self.k if h_uniform is None else h_uniform
         if self.k == 1:
@@ -250,7 +267,7 @@ class _Even(eqx.Module):
             carry = (y, acc)
         if self.tick is not None:  # about a hundred updates, whatever the length
             every = max(1, self.n // 100)
-            i = i.astype(jnp.int32)
+            i = i[0].astype(jnp.int32)
             lax.cond((i % every == 0) | (i == self.n - 1),
                      lambda: jax.debug.callback(self.tick, i, ordered=True),
                      lambda: None)
@@ -258,7 +275,9 @@ class _Even(eqx.Module):
 
     def run(self, y0, ts, f, args, h):
         acc0 = _acc0(self.solver)
-        xs = (ts[:-1], ts[1:], jnp.arange(self.n, dtype=ts.dtype))
+        xs = (ts[:-1], ts[1:])
+        if self.tick is not None:  # float, so that it has a cotangent like the times
+            xs += (jnp.arange(self.n, dtype=ts.dtype),)
         (y, acc), ys = _scan(self.interval, (y0, acc0), xs, (f, args, h), self.adjoint)
         return ys, y, acc
 
@@ -328,10 +347,7 @@ def _dot(a, b):
 @_even_backsolve.def_bwd
 def _even_backsolve_bwd(ys, grad_obj, perturbed, vjp_arg, plan):
     y0, ts, f, args, h = vjp_arg
-    ct_ys, ct_last, _ = grad_obj
-    ct_ys = _zeros_for_none(ct_ys, ys)
-    if ct_last is not None:  # the final carry is the last saved state
-        ct_ys = jtu.tree_map(lambda c, last: c.at[-1].add(last), ct_ys, ct_last)
+    ct_ys = _output_cotangent(grad_obj, ys)
     a, ct_ts, g = backsolve_intervals(plan.solver, f, args, y0, ts, ys, ct_ys, plan.k, h)
     ct_h = None if h is None else jnp.zeros_like(h)
     return _mask((a, ct_ts, g[0], g[1], ct_h), perturbed)
@@ -366,7 +382,7 @@ class _Steps(eqx.Module):
 
 
 @eqx.filter_custom_vjp
-def _steps_backsolve(vjp_arg, solver, counts, save_index):
+def _steps_backsolve(vjp_arg, solver, counts):
     y0, ts, f, args = vjp_arg
     return _steps_forward(solver, f, args, y0, ts, counts)
 
@@ -392,18 +408,16 @@ def _steps_forward(solver, f, args, y0, ts, counts):
 
 
 @_steps_backsolve.def_fwd
-def _steps_backsolve_fwd(perturbed, vjp_arg, solver, counts, save_index):
+def _steps_backsolve_fwd(perturbed, vjp_arg, solver, counts):
     y0, ts, f, args = vjp_arg
     out = _steps_forward(solver, f, args, y0, ts, counts)
     return out, out[0]
 
 
 @_steps_backsolve.def_bwd
-def _steps_backsolve_bwd(ys, grad_obj, perturbed, vjp_arg, solver, counts, save_index):
+def _steps_backsolve_bwd(ys, grad_obj, perturbed, vjp_arg, solver, counts):
     y0, ts, f, args = vjp_arg
-    ct_ys = _zeros_for_none(grad_obj[0], ys)
-    if grad_obj[1] is not None:
-        ct_ys = jtu.tree_map(lambda c, last: c.at[-1].add(last), ct_ys, grad_obj[1])
+    ct_ys = _output_cotangent(grad_obj, ys)
     a, ct_ts, g = backsolve_intervals(solver, f, args, y0, ts, ys, ct_ys, counts, None)
     return _mask((a, ct_ts, g[0], g[1]), perturbed)
 
@@ -414,12 +428,10 @@ def solve_steps(f, solver, y0, ts, args, t_steps, h_steps, save_index, counts,
     steps `save_index`: for intervals of `ts` that need different numbers of steps.
     Returns the states at `ts[1:]` and whether every state stayed finite."""
     if adjoint == "backsolve":
-        ys, y_end, acc = _steps_backsolve((y0, ts, f, args), solver, tuple(counts),
-                                          tuple(save_index))
+        ys, y_end, acc = _steps_backsolve((y0, ts, f, args), solver, tuple(counts))
         return ys, y_end, _all_finite(acc, y_end)
     acc0 = _acc0(solver)
     (y_end, acc), path = _scan(_Steps(solver).step, (y0, acc0), (t_steps, h_steps),
                            (f, args), adjoint)
-    index = jnp.asarray(save_index) if isinstance(save_index, jax.Array) else np.asarray(save_index)
-    ys = jtu.tree_map(lambda p: p[index], path)
+    ys = jtu.tree_map(lambda p: p[jnp.asarray(save_index)], path)
     return ys, y_end, _all_finite(acc, y_end)

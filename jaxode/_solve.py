@@ -25,7 +25,7 @@ from ._errors import (
     is_concrete,
     short,
 )
-from ._fixed import plan_grid, solve_even, solve_steps
+from ._fixed import plan_grid, solve_even, solve_steps, step_list
 from ._solvers import RK4, AbstractStepper, Euler, Heun, Midpoint
 from ._types import Args, VectorField, Y
 
@@ -482,14 +482,10 @@ def _fixed(f, solver, y0, ts, args, dt, substeps, adjoint, throw, progress, ts_h
     adjoint = _fixed_adjoint(adjoint)
     counts, uniform = _fixed_plan(ts, ts_host, dt, substeps)
     if not isinstance(counts, int):  # intervals that need different step counts
-        sizes = np.diff(ts_host) / counts
-        t_steps = np.concatenate(
-            [ts_host[i] + sizes[i] * np.arange(c) for i, c in enumerate(counts)])
-        h_steps = np.repeat(sizes, counts)
-        save_index = tuple(int(i) for i in np.cumsum(counts) - 1)
+        t_steps, h_steps, save_index = step_list(ts_host, counts)
         return _solve_fixed_grid(
             f, solver, y0, ts, jnp.asarray(t_steps, ts.dtype),
-            jnp.asarray(h_steps, ts.dtype), save_index,
+            jnp.asarray(h_steps, ts.dtype), tuple(int(i) for i in save_index),
             tuple(int(c) for c in counts), args, throw, adjoint)
     run = lambda show: _solve_fixed(  # noqa: E731
         f, solver, y0, ts, args, counts, uniform, adjoint, throw, show)

@@ -1,6 +1,8 @@
 """Fixed-step solves: the step grid in float32 and float64, failure detection, the
 three adjoints (values, gradients, memory), `substeps` under `jit`."""
 
+import logging
+
 import equinox as eqx
 import jax
 import jax.extend
@@ -283,7 +285,7 @@ def test_substeps_bad_input():
         jo.solve(decay, jnp.ones(1), ts, 1.0, solver="tsit5", substeps=4)
 
 
-def test_new_ts_values_do_not_recompile_with_dt():
+def test_new_ts_values_do_not_recompile_with_substeps():
     traces = []
 
     def f(t, y, k):
@@ -314,20 +316,35 @@ def test_rk4_order_in_both_dtypes(dtype):
         assert errs[-1] < 1e-5  # float32: the error floor is rounding
 
 
+def _program_compiles(call):
+    """How many times `call()` compiles the ensemble's program (JAX's compile log)."""
+    messages = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Collect()
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        with jax.log_compiles():
+            out = call()
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    return sum(m.startswith("Compiling jit(_program)") for m in messages), out
+
+
 def test_ensemble_new_ts_with_dt_does_not_recompile():
     y0s = jnp.ones((3, 1))
-    traces = []
-
-    def f(t, y, k):
-        traces.append(None)
-        return -k * y
-
-    jo.ensemble(f, y0s, jnp.linspace(0.0, 1.0, 5), 1.0, solver="rk4", dt=0.05)
-    n = len(traces)
-    sol = jo.ensemble(f, y0s, jnp.linspace(0.0, 2.0, 5), 1.0, solver="rk4", dt=0.1)
-    assert len(traces) == n  # same step count: 5 steps per interval
-    np.testing.assert_allclose(sol.ys[0, :, 0], np.exp(-np.linspace(0, 2, 5)),
-                               rtol=5e-6)
+    f = lambda t, y, k: -k * y  # noqa: E731
+    first, _ = _program_compiles(lambda: jo.ensemble(
+        f, y0s, jnp.linspace(0.0, 1.0, 5), 1.0, solver="rk4", dt=0.05))
+    assert first == 1
+    for ts, dt in [(jnp.linspace(0.5, 1.5, 5), 0.05), (jnp.linspace(0.0, 2.0, 5), 0.1)]:
+        again, sol = _program_compiles(lambda: jo.ensemble(f, y0s, ts, 1.0,
+                                                           solver="rk4", dt=dt))
+        assert again == 0  # same step count: 5 steps per interval
+        np.testing.assert_allclose(sol.ys[0, :, 0], np.exp(-(ts - ts[0])), rtol=5e-6)
 
 
 def test_neural_ode_fixed_step_backsolve_is_honoured():
