@@ -104,7 +104,7 @@ def main():
         (m0, _), (m1, t1) = table[a][0], table[a][-1]
         d1 = table["direct"][-1][1]
         x1 = table["diffrax recursive"][-1][1]
-        print(f"| fixed-step grad, RK4 64-d tanh f32, adjoint={a}, {steps_list[0]:,} -> "
+        print(f"| fixed-step grad of the final state, RK4 64-d tanh f32, adjoint={a}, {steps_list[0]:,} -> "
               f"{last:,} steps | {m0 / 2**20:.2f} -> {m1 / 2**20:.2f} MB; "
               f"{1e3 * t1:.1f} ms at {last:,} | direct {1e3 * d1:.1f} ms; diffrax "
               f"RecursiveCheckpointAdjoint {1e3 * x1:.1f} ms, "
