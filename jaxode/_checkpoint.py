@@ -128,8 +128,8 @@ def load_checkpoint(path: str | os.PathLike, like: Any
     treedef = jtu.tree_structure(like)
     if header["names"] != names:
         raise ValueError(
-            f"checkpoint {str(path)!r} was written for a different model: it holds "
-            f"{len(header['names'])} arrays, this model has {len(names)} "
+            f"checkpoint {str(path)!r} was written for a different model or optimiser "
+            f"state: it holds {len(header['names'])} arrays, this one has {len(names)} "
             f"(first stored names: {header['names'][:4]}, expected: {names[:4]}).")
     out = []
     for i, (name, leaf) in enumerate(zip(names, leaves, strict=True)):
@@ -140,8 +140,8 @@ def load_checkpoint(path: str | os.PathLike, like: Any
         shape, dtype = tuple(np.shape(ref)), np.dtype(getattr(ref, "dtype", a.dtype))
         if a.shape != shape or a.dtype != dtype:
             raise ValueError(
-                f"checkpoint {str(path)!r} was written for a different model: "
-                f"`{name}` is stored as {a.dtype}{list(a.shape)}, this model has "
+                f"checkpoint {str(path)!r} was written for a different model or optimiser "
+                f"state: `{name}` is stored as {a.dtype}{list(a.shape)}, this one has "
                 f"{dtype}{list(shape)}.")
         arr = jax.numpy.asarray(a)
         out.append(jax.random.wrap_key_data(arr, impl=jax.random.key_impl(leaf))

@@ -55,6 +55,9 @@ def check_times(name: str, ts: Any, *, strict: bool = True) -> None:
     """`ts` must be 1-D; when concrete, finite and (strictly) increasing."""
     if jnp.ndim(ts) != 1:
         raise ValueError(f"`{name}` must be 1-D, got shape {tuple(jnp.shape(ts))}.")
+    if jnp.shape(ts)[0] == 0:
+        raise ValueError(f"`{name}` is empty; it needs at least one time (the first "
+                         "is the initial time).")
     if not is_concrete(ts):
         return
     arr = np.asarray(ts)
@@ -71,9 +74,27 @@ def check_times(name: str, ts: Any, *, strict: bool = True) -> None:
         )
 
 
+def check_numeric(name: str, tree: Any) -> None:
+    """Every leaf of `tree` must be a number or an array of numbers (not a string,
+    not an object); the message names the argument, the leaf and its type."""
+    for path, leaf in jtu.tree_flatten_with_path(tree)[0]:
+        if isinstance(leaf, jax.core.Tracer) or isinstance(leaf, bool):
+            continue
+        kind = np.asarray(leaf).dtype.kind if not isinstance(leaf, jax.Array) \
+            else jnp.dtype(leaf.dtype).kind
+        if kind not in "biufc" and not (isinstance(leaf, jax.Array)
+                                       and jax.dtypes.issubdtype(
+                                           leaf.dtype, jax.dtypes.prng_key)):
+            where = jtu.keystr(path) if path else ""
+            raise ValueError(
+                f"`{name}{where}` must be a number or an array of numbers, got "
+                f"{short(leaf)} ({type(leaf).__name__}).")
+
+
 def check_positive(name: str, value: Any) -> None:
     if value is None or not is_concrete(value):
         return
+    check_numeric(name, value)
     arr = np.asarray(value)
     if not np.all(arr > 0):
         raise ValueError(f"`{name}` must be > 0, got {short(value)}.")

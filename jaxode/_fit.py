@@ -847,6 +847,16 @@ def fit(
     jac_mode = "bwd" if user_adjoint else "fwd"
     n = prob.n_obs
     dtype = jnp.result_type(float)
+    too_few = ""
+    if n <= prob.u0.size:
+        what = f"{prob.n_p} parameters" + (
+            f" and {prob.u0.size - prob.n_p} initial values" if fit_y0 else "")
+        too_few = (
+            f"jaxode.fit: {n} observed values for {prob.u0.size} estimated numbers "
+            f"({what}); with no more observations than unknowns the estimates are not "
+            "determined by the data, so standard errors and intervals are infinite and "
+            "`converged` is False. Add observations or fix some parameters.")
+        warnings.warn(too_few, RuntimeWarning, stacklevel=2)
 
     n_starts = multistart or 1
     u0 = np.broadcast_to(prob.u0, (n_starts, prob.u0.size)).copy()
@@ -887,7 +897,7 @@ def fit(
 
     best_loss = np.asarray(state.best_loss)
     best = int(np.nanargmin(np.where(np.isfinite(best_loss), best_loss, np.nan)))
-    message = ""
+    message = too_few
     if bool(np.asarray(state.stopped)[best]):
         message = (
             f"jaxode.fit: the loss was non-finite {_MAX_BAD} times without the fit "

@@ -19,6 +19,7 @@ from jaxtyping import Array, Bool, Int
 from ._errors import (
     check_choice,
     check_finite,
+    check_numeric,
     check_positive,
     check_same_structure,
     check_times,
@@ -54,6 +55,12 @@ _MAX_STEPS_HINT = (
     "jaxode.solve: the solver reached `max_steps` before the end of `ts`. Raise "
     "`max_steps`, loosen `rtol`/`atol`, or, if the problem is stiff, try "
     "solver='kvaerno5'."
+)
+_NONFINITE_ADAPTIVE_HINT = (
+    "jaxode.solve: a non-finite value (NaN or inf) appeared in the vector field or "
+    "the state, and the adaptive solver then ran out of `max_steps` (it shrinks the "
+    "step after every non-finite trial step). Check `f`, `y0` and `args` for values "
+    "that blow up (log or sqrt of a negative number, division by zero, overflow)."
 )
 _FAILED_HINT = (
     "jaxode.solve: the solve failed (step size collapsed or the state became "
@@ -220,15 +227,26 @@ class _Progress:
 
 
 class _CountingPID(diffrax.AbstractAdaptiveStepSizeController):
-    """A `diffrax.PIDController` that also counts the steps rejected before the first
-    accepted one: a first-same-as-last solver re-evaluates `f(t0, y0)` on each of them,
-    and nothing else in the solve records how many there were.
+    """A `diffrax.PIDController` that also records, in one int32 of controller state,
+    two facts nothing else in the solve keeps:
 
-    The controller state is updated on every step, accepted or not (unlike the solver
-    state), which is what makes it the place to count.
+    - the number of steps rejected before the first accepted one (bits 0-28): a
+      first-same-as-last solver re-evaluates `f(t0, y0)` on each of them;
+    - whether any step so far had a non-finite error estimate (bit 30): a solve that
+      runs out of `max_steps` after NaN trial steps has usually met a vector field
+      that returns NaN (the step shrinks towards the wall), and the error message
+      says so.
+
+    Bit 29 marks that a step has been accepted (the count stays fixed from then on).
+    The controller state is updated on every step, accepted or not (unlike the
+    solver state), which is what makes it the place to count. One int32 costs no
+    measurable time; a bool beside a counter cost 14 % of a vmapped solve.
     """
 
     pid: diffrax.PIDController
+
+    _ACCEPTED = 1 << 29
+    _NONFINITE = 1 << 30
 
     @property
     def rtol(self):
@@ -251,18 +269,25 @@ class _CountingPID(diffrax.AbstractAdaptiveStepSizeController):
 
     def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order,
                         controller_state):
-        # one int32: `n >= 0` counts the rejections so far while no step has been
-        # accepted; the first acceptance stores `-(n + 1)`, and it stays fixed then
-        state, n = controller_state
+        state, bits = controller_state
         keep, tprev, tnext, made_jump, state, result = self.pid.adapt_step_size(
             t0, t1, y0, y1_candidate, args, y_error, error_order, state)
-        n = jnp.where(n < 0, n, jnp.where(keep, -(n + 1), n + 1)).astype(jnp.int32)
-        return keep, tprev, tnext, made_jump, (state, n), result
+        accepted = (bits & self._ACCEPTED) != 0
+        count = jnp.minimum((bits & (self._ACCEPTED - 1))
+                            + jnp.where(accepted | keep, 0, 1), self._ACCEPTED - 1)
+        finite = jnp.isfinite(sum(jnp.sum(e) for e in jtu.tree_leaves(y_error)))
+        bits = (count | jnp.where(accepted | keep, self._ACCEPTED, 0)
+                | (bits & self._NONFINITE)
+                | jnp.where(finite, 0, self._NONFINITE)).astype(jnp.int32)
+        return keep, tprev, tnext, made_jump, (state, bits), result
 
-    @staticmethod
-    def early_rejections(controller_state) -> jax.Array:
-        n = controller_state[1]
-        return jnp.where(n < 0, -n - 1, n)
+    @classmethod
+    def early_rejections(cls, controller_state) -> jax.Array:
+        return controller_state[1] & (cls._ACCEPTED - 1)
+
+    @classmethod
+    def saw_nonfinite(cls, controller_state) -> jax.Array:
+        return (controller_state[1] & cls._NONFINITE) != 0
 
 
 def _diffrax_nfe(solver: diffrax.AbstractSolver, stats: dict,
@@ -311,7 +336,11 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
     ok = sol.result == diffrax.RESULTS.successful
     ys = sol.ys
     if throw:
-        ys = eqx.error_if(ys, sol.result == diffrax.RESULTS.max_steps_reached,
+        out_of_steps = sol.result == diffrax.RESULTS.max_steps_reached
+        nonfinite = (_CountingPID.saw_nonfinite(sol.controller_state)
+                     if adaptive else False)
+        ys = eqx.error_if(ys, out_of_steps & nonfinite, _NONFINITE_ADAPTIVE_HINT)
+        ys = eqx.error_if(ys, out_of_steps & jnp.logical_not(nonfinite),
                           _MAX_STEPS_HINT)
         ys = eqx.error_if(ys, jnp.logical_not(ok), _FAILED_HINT)
     stats = sol.stats
@@ -409,11 +438,13 @@ def solve(
     solver = _resolve_solver(solver)
     # keep a host copy of concrete times: under `jit`, `jnp.asarray` turns even a
     # NumPy constant into a tracer, and a fixed-step grid needs the values
+    check_numeric("ts", ts)
     ts_host = np.asarray(ts, dtype=np.float64) if is_concrete(ts) else None
     ts = _as_float(ts)
     if ts_host is not None:  # the values as the solve holds them (float32 rounding)
         ts_host = ts_host.astype(ts.dtype).astype(np.float64)
     check_times("ts", ts if ts_host is None else ts_host)
+    check_numeric("y0", y0)
     y0 = jtu.tree_map(_as_float, y0)
     check_finite("y0", y0)
     check_finite("args", jtu.tree_map(

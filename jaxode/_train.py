@@ -8,6 +8,7 @@ same parameters, bit for bit.
 
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,29 @@ def _same_key(a, b) -> bool:
     return np.array_equal(data(a), data(b))
 
 
+def _settings_probe(opt, params, batch_size, n, clip_norm) -> np.ndarray:
+    """Numbers that change when the optimiser or the batching changes: two optimiser
+    updates on fixed probe gradients (per leaf: their sum and sum of squares), the
+    batch size, the data size and the clipping norm. A checkpoint stores them, so a
+    run resumed with another learning rate, schedule or optimiser is refused rather
+    than silently continued (the state of `adam(1e-2)` and `adam(1e-3)` has the same
+    shapes)."""
+    leaves = jtu.tree_leaves(params)
+    probe = [jtu.tree_unflatten(jtu.tree_structure(params), [
+        jnp.full(jnp.shape(x), (1.0 + i) * (-1.0) ** k, jnp.result_type(x))
+        for i, x in enumerate(leaves)]) for k in range(2)]
+    state = opt.init(params)
+    out = []
+    for g in probe:
+        updates, state = opt.update(g, state, params)
+        for u in jtu.tree_leaves(updates):
+            u = np.asarray(u, np.float64)
+            out += [u.sum(), (u * u).sum()]
+    out += [-1.0 if batch_size is None else batch_size, n,
+            -1.0 if clip_norm is None else clip_norm]
+    return np.asarray(out, np.float64)
+
+
 def train(
     model: Any,
     loss_fn: Callable[[Any, Any], jax.Array],
@@ -91,9 +115,12 @@ def train(
       every step.
     - `key`: PRNG key for the shuffling; required with `batch_size`.
     - `clip_norm`: clip gradients to this global norm before the optimiser.
-    - `checkpoint`: a file path. If it exists, training resumes from it; every
-      `checkpoint_every` steps and at the end (model, optimiser state, step, key and
-      the loss history) are written to it atomically.
+    - `checkpoint`: a file path. If it exists, training resumes from it (and says so
+      on stderr, with the step), running only the steps still to do; every
+      `checkpoint_every` steps and at the end (model, optimiser state, step, key, the
+      loss history and a fingerprint of the settings) are written to it atomically.
+      A checkpoint written with other settings (optimiser, learning rate or schedule,
+      `batch_size`, `clip_norm`, data size, `key`, model shapes) is refused.
     - `checkpoint_every`: steps between checkpoints.
     - `progress`: show a tqdm progress bar with the current loss.
     - `devices`: data parallelism over these devices (a list, e.g. `jax.devices()`):
@@ -109,8 +136,8 @@ def train(
 
     **Raises:** `ValueError` for bad arguments (including `devices` that are not a
     list of jax devices, or a batch that does not divide by their number), and when
-    the checkpoint is corrupt, belongs to a different model shape or key, or has more
-    steps than `steps`.
+    the checkpoint is corrupt, belongs to a different model shape, key or settings, or
+    has more steps than `steps`.
     `FloatingPointError` when the loss becomes non-finite (the last checkpoint is
     kept).
     """
@@ -148,6 +175,9 @@ def train(
     start = 0
     losses = np.zeros(steps)
     norms = np.zeros(steps)
+    settings = None
+    if checkpoint is not None:
+        settings = _settings_probe(opt, params, batch_size, n, clip_norm)
     if checkpoint is not None and Path(checkpoint).exists():
         (params, opt_state, saved_key), start, extra = load_checkpoint(
             checkpoint, (params, opt_state, key))
@@ -155,12 +185,27 @@ def train(
             raise ValueError(
                 f"checkpoint {str(checkpoint)!r} was written with a different `key`; "
                 "pass the same key to resume, or delete the file to start afresh.")
+        saved = extra.get("settings")
+        if saved is not None and (saved.shape != settings.shape or not np.allclose(
+                saved, settings, rtol=1e-5, atol=0)):
+            raise ValueError(
+                f"checkpoint {str(checkpoint)!r} was written with different training "
+                "settings (the optimiser, its learning rate or schedule, `batch_size`, "
+                "`clip_norm` or the data size differ); resume with the settings it was "
+                "written with, or delete the file to start afresh.")
         if start > steps:
             raise ValueError(
                 f"checkpoint {str(checkpoint)!r} is at step {start}, beyond "
-                f"`steps`={steps}.")
+                f"`steps`={steps}; pass steps >= {start} or delete the file.")
         losses[:start] = extra["loss"][:start]
         norms[:start] = extra["grad_norm"][:start]
+        if start == steps:
+            print(f"jaxode.train: checkpoint {str(checkpoint)!r} already holds all "
+                  f"{steps} steps; returning its model without training.",
+                  file=sys.stderr)
+        else:
+            print(f"jaxode.train: resuming from checkpoint {str(checkpoint)!r} at step "
+                  f"{start} of {steps}.", file=sys.stderr)
 
     if mesh is not None:  # replicated inputs; the batch is split inside the step
         whole = NamedSharding(mesh, PartitionSpec())
@@ -184,7 +229,8 @@ def train(
 
     def save(done):
         save_checkpoint(checkpoint, (params, opt_state, key), step=done,
-                        extra={"loss": losses[:done], "grad_norm": norms[:done]})
+                        extra={"loss": losses[:done], "grad_norm": norms[:done],
+                               "settings": settings})
 
     bar = None
     if progress and start < steps:

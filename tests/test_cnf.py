@@ -94,6 +94,17 @@ def test_bad_arguments():
         CNF(Swirl(W), dim=2, trace="hutchinson").log_prob(jnp.zeros(2))
     with pytest.raises(ValueError, match=r"shape \(2,\) or \(n, 2\)"):
         CNF(Swirl(W), dim=2).log_prob(jnp.zeros((3, 3)))
+    for trace in ["exact", "hutchinson"]:  # checked whichever trace is chosen
+        with pytest.raises(ValueError, match="`noise`='uniform' is not one of"):
+            CNF(Swirl(W), dim=2, trace=trace, noise="uniform")
+        with pytest.raises(ValueError, match="`max_steps` must be a positive integer, "
+                                             "got 0"):
+            CNF(Swirl(W), dim=2, trace=trace, max_steps=0)
+        for t1 in [0.0, -1.0, float("nan"), "1.0"]:
+            with pytest.raises(ValueError, match=r"`t1` must be a finite number > 0"):
+                CNF(Swirl(W), dim=2, trace=trace, t1=t1)
+    with pytest.raises(ValueError, match="`rtol` must be a number"):
+        CNF(Swirl(W), dim=2, rtol="1e-5")
 
 
 @pytest.mark.parametrize("name", jo.data.TOY2D)

@@ -340,3 +340,14 @@ def test_example_runs(tmp_path):
         env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr
     assert "a2" in proc.stdout and (tmp_path / "fit.png").exists()
+
+
+def test_fewer_observations_than_unknowns_warns_with_the_counts():
+    ts = np.array([0.0, 1.0])
+    ys = np.array([[0.5, 0.3]])  # one observed time, two values
+    with pytest.warns(RuntimeWarning, match=r"2 observed values for 3 estimated numbers "
+                                            r"\(1 parameters and 2 initial values\)"):
+        res = jaxode.fit(lin, {"k": 1.0}, ts=ts[1:], ys=ys, y0=np.ones(2), t0=0.0,
+                         fit_y0=True, steps=5, progress=False)
+    assert not res.converged and "no more observations than unknowns" in res.message
+    assert np.isinf(res.stderr["k"])

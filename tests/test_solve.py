@@ -246,6 +246,14 @@ def test_jit_of_solve_with_traced_ts():
         (dict(adjoint="adj"), r"`adjoint`='adj' is not one of .*backsolve"),
         (dict(max_steps=0), r"`max_steps` must be a positive integer"),
         (dict(solver=diffrax.Euler()), r"`dt` is required for the non-adaptive"),
+        (dict(ts=jnp.array([])), r"`ts` is empty"),
+        (dict(ts=[]), r"`ts` is empty"),
+        (dict(rtol="1e-3"), r"`rtol` must be a number.*'1e-3' \(str\)"),
+        (dict(atol=[1e-3, "x"]), r"`atol\[1\]` must be a number.*'x' \(str\)"),
+        (dict(dt="0.1", solver="rk4"), r"`dt` must be a number.*'0.1' \(str\)"),
+        (dict(y0="1.0"), r"`y0` must be a number.*'1.0' \(str\)"),
+        (dict(y0={"a": jnp.ones(2), "b": "x"}), r"`y0\['b'\]` must be a number"),
+        (dict(ts=["0", "1"]), r"`ts\[0\]` must be a number"),
     ],
 )
 def test_bad_input_names_argument_and_value(kwargs, match):
@@ -294,5 +302,15 @@ def test_nan_mid_solve_is_an_error():
         jo.solve(blowup, jnp.array([1.0]), ts, solver="rk4")
     sol = jo.solve(blowup, jnp.array([1.0]), ts, solver="rk4", throw=False)
     assert not bool(sol.ok) and np.isnan(np.asarray(sol.ys[-1])).all()
-    with pytest.raises(Exception, match="jaxode.solve"):
-        jo.solve(blowup, jnp.array([1.0]), ts, max_steps=200)
+    # an adaptive solver rejects every NaN step until it runs out of steps: the
+    # message says what happened, not "raise max_steps"
+    for solver in ["tsit5", "dopri5", "bosh3"]:
+        with pytest.raises(Exception, match="non-finite value.*ran out of `max_steps`"):
+            jo.solve(blowup, jnp.array([1.0]), ts, solver=solver, max_steps=200)
+    with pytest.raises(Exception, match="non-finite value.*ran out of `max_steps`"):
+        jo.solve(lambda t, y, a: jnp.log(-y), jnp.array([1.0]), ts, max_steps=200)
+    # under vmap, one member's NaN is that member's failure only
+    sol = jax.vmap(lambda s: jo.solve(lambda t, y, a: jnp.log(a) * y, jnp.array([1.0]),
+                                      ts, s, max_steps=200, throw=False))(
+        jnp.array([2.0, -1.0]))
+    assert sol.ok.tolist() == [True, False]

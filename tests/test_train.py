@@ -65,29 +65,93 @@ def test_clip_norm_bounds_the_step(regression):
     assert abs(step - 0.01) < 1e-12
 
 
-def test_resume_is_bit_for_bit(regression, tmp_path):
+class _Counted:
+    """A loss that counts, on the host, how many training steps evaluated it."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def _tick(self):
+        self.calls += 1
+
+    def __call__(self, model, batch):
+        jax.debug.callback(self._tick)
+        return _mse(model, batch)
+
+
+def test_resume_is_bit_for_bit_and_runs_only_the_remaining_steps(regression, tmp_path,
+                                                                capsys):
     x, y = regression
     kw = dict(optimizer=optax.adam(0.01), batch_size=16, key=jax.random.PRNGKey(7),
               clip_norm=5.0, progress=False)
     full, hist = jo.train(_model(), _mse, (x, y), steps=23, **kw)
     ckpt = tmp_path / "run.ckpt"
     # "interrupted" after 10 steps (checkpoints at 4, 8 and the end, 10) ...
-    jo.train(_model(), _mse, (x, y), steps=10, checkpoint=ckpt, checkpoint_every=4,
+    first = _Counted()
+    jo.train(_model(), first, (x, y), steps=10, checkpoint=ckpt, checkpoint_every=4,
              **kw)
+    assert first.calls == 10
     _, step, _ = load_checkpoint(ckpt, (eqx.filter(_model(), eqx.is_inexact_array),
                                         optax.chain(optax.clip_by_global_norm(5.0),
                                                     optax.adam(0.01)).init(
                                             eqx.filter(_model(), eqx.is_inexact_array)),
                                         jax.random.PRNGKey(7)))
     assert step == 10
-    # ... and resumed with the same command line
-    resumed, hist2 = jo.train(_model(), _mse, (x, y), steps=23, checkpoint=ckpt,
+    capsys.readouterr()
+    # ... and resumed with the same command line: it says so, and runs 13 steps
+    rest = _Counted()
+    resumed, hist2 = jo.train(_model(), rest, (x, y), steps=23, checkpoint=ckpt,
                               checkpoint_every=4, **kw)
+    assert rest.calls == 13
+    assert "resuming from checkpoint" in (err := capsys.readouterr().err)
+    assert "at step 10 of 23" in err
     assert np.array_equal(resumed.w, full.w) and np.array_equal(resumed.b, full.b)
     assert np.array_equal(hist2["loss"], hist["loss"])
     # a finished checkpoint resumes to the same model without training
-    again, _ = jo.train(_model(), _mse, (x, y), steps=23, checkpoint=ckpt, **kw)
-    assert np.array_equal(again.w, full.w)
+    none = _Counted()
+    again, _ = jo.train(_model(), none, (x, y), steps=23, checkpoint=ckpt, **kw)
+    assert none.calls == 0 and np.array_equal(again.w, full.w)
+    assert "already holds all 23 steps" in capsys.readouterr().err
+
+
+def test_resume_message_names_the_step(regression, tmp_path, capsys):
+    x, y = regression
+    kw = dict(optimizer=optax.sgd(0.01), progress=False, checkpoint=tmp_path / "c")
+    jo.train(_model(), _mse, (x, y), steps=3, **kw)
+    capsys.readouterr()
+    jo.train(_model(), _mse, (x, y), steps=5, **kw)
+    assert "resuming from checkpoint" in (err := capsys.readouterr().err)
+    assert "at step 3 of 5" in err
+
+
+@pytest.mark.parametrize("change", [
+    dict(optimizer=optax.adam(0.02)),                     # another learning rate
+    dict(optimizer=optax.sgd(0.01)),                      # another optimiser
+    dict(optimizer=optax.adam(optax.linear_schedule(0.01, 0.0, 10))),
+    dict(batch_size=8),
+    dict(clip_norm=1.0),
+])
+def test_checkpoint_with_other_settings_is_refused(regression, tmp_path, change):
+    x, y = regression
+    ckpt = tmp_path / "c.ckpt"
+    kw = dict(optimizer=optax.adam(0.01), batch_size=16, key=jax.random.PRNGKey(0),
+              progress=False, checkpoint=ckpt)
+    jo.train(_model(), _mse, (x, y), steps=4, **kw)
+    before = ckpt.read_bytes()
+    # a state of another shape (sgd has none) is caught by the structure check
+    with pytest.raises(ValueError, match="different (training settings|model or "
+                                         "optimiser state)"):
+        jo.train(_model(), _mse, (x, y), steps=8, **{**kw, **change})
+    assert ckpt.read_bytes() == before
+    jo.train(_model(), _mse, (x, y), steps=8, **kw)  # the same settings resume
+
+
+def test_checkpoint_beyond_steps_is_refused(regression, tmp_path):
+    x, y = regression
+    kw = dict(optimizer=optax.sgd(0.01), progress=False, checkpoint=tmp_path / "c")
+    jo.train(_model(), _mse, (x, y), steps=6, **kw)
+    with pytest.raises(ValueError, match=r"at step 6, beyond `steps`=4.*steps >= 6"):
+        jo.train(_model(), _mse, (x, y), steps=4, **kw)
 
 
 def test_checkpoint_wrong_model_shape_or_key(regression, tmp_path):

@@ -13,6 +13,7 @@ solve (one Jacobian-vector product per evaluation) for high dimension.
 """
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -101,7 +102,9 @@ class CNF(eqx.Module):
       (defaults: `"dopri5"`, 1e-5, 1e-5, `"recursive"`, 4096). One ODE is solved for
       a whole batch of points.
 
-    **Raises:** `ValueError` for unknown names, `dim < 1`, `t1 <= 0`.
+    **Raises:** `ValueError` for unknown names (`trace`, `noise`, `solver`,
+    `adjoint`), `dim < 1`, `t1 <= 0` or not finite, `rtol`/`atol <= 0`,
+    `max_steps < 1`.
     """
 
     vector_field: Callable[..., Array]
@@ -125,8 +128,9 @@ class CNF(eqx.Module):
                 f"{short(vector_field)}.")
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"`dim` must be a positive integer, got {dim!r}.")
-        if not float(t1) > 0:
-            raise ValueError(f"`t1` must be > 0, got {t1!r}.")
+        if (isinstance(t1, bool) or not isinstance(t1, numbers.Real)
+                or not math.isfinite(t1) or t1 <= 0):
+            raise ValueError(f"`t1` must be a finite number > 0, got {t1!r}.")
         if trace not in _TRACES:
             raise ValueError(f"`trace`={trace!r} is not one of: {', '.join(_TRACES)}.")
         if noise not in _NOISES:
@@ -137,6 +141,10 @@ class CNF(eqx.Module):
             check_choice("adjoint", adjoint.lower(), ADJOINTS)
         check_positive("rtol", rtol)
         check_positive("atol", atol)
+        if (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral)
+                or max_steps < 1):
+            raise ValueError(
+                f"`max_steps` must be a positive integer, got {max_steps!r}.")
         self.vector_field = vector_field
         self.dim = dim
         self.t1 = float(t1)
@@ -146,7 +154,7 @@ class CNF(eqx.Module):
         self.rtol = float(rtol)
         self.atol = float(atol)
         self.adjoint = adjoint
-        self.max_steps = max_steps
+        self.max_steps = int(max_steps)
 
     def _points(self, x: Array, name: str) -> tuple[Array, bool]:
         x = jnp.asarray(x)
