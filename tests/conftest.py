@@ -1,6 +1,5 @@
-"""Tests run in float64: accuracy claims are checked to tight tolerances."""
-
-
+"""Tests run in float64 (accuracy claims are checked to tight tolerances); the core
+tests also run in float32 with 64-bit mode off, as users run, through `dtype`."""
 
 import os  # noqa: E402
 
@@ -46,9 +45,24 @@ def getkey():
     return lambda: next(keys)
 
 
+@pytest.fixture(params=["float32", "float64"])
+def dtype(request):
+    """Run a test in float32 with JAX's 64-bit mode off (what users run: Python floats
+    and `jnp.linspace` become float32) and in float64. Arrays the test needs must be
+    made inside it."""
+    x64 = request.param == "float64"
+    with jax.enable_x64(x64):
+        yield jnp.float64 if x64 else jnp.float32
+
+
+def rtol_for(dtype, rtol64: float, rtol32: float) -> float:
+    """The tolerance that fits `dtype`."""
+    return rtol64 if dtype == jnp.float64 else rtol32
+
+
 @pytest.fixture
 def tmp_out(tmp_path):
     return tmp_path
 
 
-__all__ = ["tree_allclose", "jnp", "FAST_COMPILE", "LinearField"]
+__all__ = ["tree_allclose", "jnp", "FAST_COMPILE", "LinearField", "rtol_for"]

@@ -158,10 +158,12 @@ def test_seed_tsit5_within_6_percent_and_99_percent_intervals():
     assert "a2" in repr(res) and "±" in repr(res)
 
 
-def test_seed_euler_rnn_every_truth_inside_95_percent():
+def test_seed_euler_rnn_every_truth_inside_95_percent(dtype):
     ts, ys = competition_observations()
     res = jaxode.fit(competition, SEED_GUESS, ts=ts, ys=ys, y0=ys[0], positive=True,
                      solver=jaxode.Euler(), dt=0.1, steps=300, progress=False)
+    # float32 too: the optimum is reached, and known to be reached, to its rounding
+    assert res.converged and res.params["a1"].dtype == dtype
     ci = res.confint(0.95)
     for name in NAMES:
         lo, hi = ci[name]

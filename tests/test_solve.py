@@ -11,6 +11,8 @@ from jax.experimental import io_callback
 import jaxode as jo
 from jaxode.data import COMPETITION_PARAMS, competition
 
+from conftest import rtol_for
+
 P = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
 Y0 = jnp.array([100.0, 150.0])
 T_OBS = jnp.array([0.0, 10.0, 15.0, 30.0, 36.0, 40.0, 42.0])
@@ -32,13 +34,19 @@ def _scipy(f, y0, ts, args):
 
 
 @pytest.mark.parametrize("solver", ["tsit5", "dopri5", "dopri8", "bosh3", "kvaerno5"])
-def test_adaptive_matches_scipy_dop853(solver):
+def test_adaptive_matches_scipy_dop853(solver, dtype):
     ts = jnp.linspace(0.0, 15.0, 16)
     y0 = jnp.array([10.0, 5.0])
-    sol = jo.solve(lotka, y0, ts, LOTKA_ARGS, solver=solver, rtol=1e-10, atol=1e-10,
+    args = jnp.asarray(LOTKA_ARGS, dtype)
+    tol = rtol_for(dtype, 1e-10, 1e-6)  # float32: tolerances above its rounding
+    sol = jo.solve(lotka, y0, ts, args, solver=solver, rtol=tol, atol=tol,
                    max_steps=100_000)
-    ref = _scipy(lotka, y0, ts, LOTKA_ARGS)
-    np.testing.assert_allclose(sol.ys, ref, rtol=1e-7, atol=1e-7)
+    assert sol.ys.dtype == dtype
+    with jax.enable_x64(True):
+        ref = _scipy(lotka, np.asarray(y0, np.float64), np.asarray(ts, np.float64),
+                     jnp.asarray(LOTKA_ARGS, jnp.float64))
+    err = rtol_for(dtype, 1e-7, 2e-4)
+    np.testing.assert_allclose(np.asarray(sol.ys, np.float64), ref, rtol=err, atol=err)
     assert bool(sol.ok)
     s = {k: int(v) for k, v in sol.stats.items()}
     assert s["num_steps"] == s["num_accepted"] + s["num_rejected"] > 0
@@ -174,13 +182,16 @@ def test_fixed_step_gradient_matches_finite_differences():
 
 
 @pytest.mark.parametrize("solver", ["rk4", "tsit5"])
-def test_vmap_matches_python_loop(solver, getkey):
-    y0s = Y0 * (1 + 0.5 * jax.random.uniform(getkey(), (6, 2)))
+def test_vmap_matches_python_loop(solver, dtype):
+    y0s = jnp.array([100.0, 150.0]) * (1 + 0.5 * jax.random.uniform(
+        jax.random.PRNGKey(3), (6, 2)))
     ts = jnp.linspace(0, 30, 31)
-    run = lambda y0: jo.solve(competition, y0, ts, P, solver=solver).ys  # noqa: E731
+    args = dict(COMPETITION_PARAMS)  # Python floats: float32 when x64 is off
+    run = lambda y0: jo.solve(competition, y0, ts, args, solver=solver).ys  # noqa: E731
     batched = jax.vmap(run)(y0s)
     looped = jnp.stack([run(y0) for y0 in y0s])
-    np.testing.assert_allclose(batched, looped, rtol=1e-9)
+    assert batched.dtype == dtype
+    np.testing.assert_allclose(batched, looped, rtol=rtol_for(dtype, 1e-9, 1e-5))
 
 
 def test_vmap_over_args_and_ok_per_element():

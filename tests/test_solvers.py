@@ -9,6 +9,8 @@ import scipy.linalg
 import jaxode as jo
 from jaxode.data import COMPETITION_PARAMS, competition
 
+from conftest import rtol_for
+
 STEPPERS = [(jo.Euler(), 1), (jo.Midpoint(), 2), (jo.Heun(), 2), (jo.RK4(), 4)]
 A = np.array([[-0.3, 1.0, 0.0], [-1.0, -0.3, 0.5], [0.0, -0.5, -0.1]])
 
@@ -18,23 +20,27 @@ def linear(t, y, args):
 
 
 @pytest.mark.parametrize("stepper,order", STEPPERS, ids=lambda s: type(s).__name__)
-def test_empirical_order_against_expm(stepper, order):
+def test_empirical_order_against_expm(stepper, order, dtype):
     y0 = np.array([1.0, 0.0, -1.0])
     T = 2.0
     exact = scipy.linalg.expm(A * T) @ y0
-    ns = [16, 32, 64, 128]
+    # float32: coarser grids keep RK4's error above rounding (~1e-7)
+    ns = [4, 8, 16, 32] if dtype == jnp.float32 else [16, 32, 64, 128]
     errs = []
     for n in ns:
-        sol = jo.solve(linear, jnp.asarray(y0), jnp.linspace(0, T, n + 1), jnp.asarray(A),
-                       solver=stepper)
-        errs.append(np.linalg.norm(np.asarray(sol.ys[-1]) - exact))
+        sol = jo.solve(linear, jnp.asarray(y0, dtype), jnp.linspace(0, T, n + 1),
+                       jnp.asarray(A, dtype), solver=stepper)
+        assert sol.ys.dtype == dtype
+        errs.append(np.linalg.norm(np.asarray(sol.ys[-1], np.float64) - exact))
     slope = -np.polyfit(np.log(ns), np.log(errs), 1)[0]
     assert stepper.order == order
     assert abs(slope - order) < 0.3, (slope, errs)
 
 
-def test_euler_rnn_equals_numpy_euler_loop():
-    """The seed's RNN: 1000 Euler steps of h = 0.1 on the competition model."""
+def test_euler_rnn_equals_numpy_euler_loop(dtype):
+    """The competition model's RNN: 1000 Euler steps of h = 0.1, against a float64
+    NumPy loop (float32 drifts by rounding: 1000 steps of ~1e-7 each)."""
+    tol = rtol_for(dtype, 1e-12, 2e-4)
     p = COMPETITION_PARAMS
     y = np.array([100.0, 150.0])
     want = [y]
@@ -46,12 +52,14 @@ def test_euler_rnn_equals_numpy_euler_loop():
         want.append(y)
     sol = jo.solve(competition, jnp.array([100.0, 150.0]), jnp.linspace(0, 100, 1001),
                    p, solver="euler")
-    np.testing.assert_allclose(sol.ys, np.array(want), rtol=1e-12, atol=1e-12)
+    assert sol.ys.dtype == dtype
+    np.testing.assert_allclose(sol.ys, np.array(want), rtol=tol, atol=tol)
     # and the same thing as a cell under jaxode.scan
     cell = jo.ODECell(competition, solver=jo.Euler(), dt=0.1, args=p)
     (t, y_last), ys = jo.scan(cell, (0.0, jnp.array([100.0, 150.0])), None, length=1000)
-    np.testing.assert_allclose(ys, np.array(want[1:]), rtol=1e-12, atol=1e-12)
-    assert abs(float(t) - 100.0) < 1e-9
+    assert ys.dtype == dtype
+    np.testing.assert_allclose(ys, np.array(want[1:]), rtol=tol, atol=tol)
+    assert abs(float(t) - 100.0) < rtol_for(dtype, 1e-9, 1e-3)
 
 
 def test_odecell_passes_inputs_as_args():
