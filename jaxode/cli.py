@@ -278,7 +278,12 @@ def main(argv: list[str] | None = None) -> int:
             return _fail(f"unknown demo {ns.name!r}; valid demos: {', '.join(DEMOS)}")
         module = importlib.import_module(f"jaxode.demos.{DEMOS[ns.name][0]}")
         ns.out.mkdir(parents=True, exist_ok=True)
-        module.run(out=ns.out, quick=ns.quick)
+        results = module.run(out=ns.out, quick=ns.quick) or {}
+        missed = [t for t in results.get("targets", []) if not t.met]
+        if missed:  # exit status 1: the demo ran but did not do what it claims
+            _fail(f"demo {ns.name!r} missed {len(missed)} of its targets: "
+                  + "; ".join(t.line() for t in missed))
+            return 1
     elif ns.command == "bench":
         return _bench(ns)
     return 0

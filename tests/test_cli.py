@@ -1,11 +1,15 @@
 """The `jaxode` command: help texts, bad names, every demo's --quick run, bench."""
 
 import os
+import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
+
+from jaxode.demos import _OPS as OPS
 
 from jaxode import cli
 
@@ -110,10 +114,40 @@ def test_table_rows_skip_headers_and_separators():
     assert cli._table_rows(out) == ["| 1 | 2 |", "| 3 | 4 |"]
 
 
+# what each demo must show at --quick size: (words in the target, op, bound); the
+# test reads the printed number and compares it itself
+QUICK_TARGETS = {
+    "simulate": [("Euler RNN vs the rounded observations", "<=", 0.6),
+                 ("distance from (375, 250)", "<=", 2.0)],
+    "lotka-volterra": [("converged", ">=", 1), ("inside their 95 %", ">=", 6)],
+    "sine": [("Elman RNN 1-step", "<=", 0.08), ("LSTM 1-step", "<=", 0.08),
+             ("LSTM 80-step", "<=", 0.3)],
+    "bptt": [("hand - autodiff", "<=", 1e-12), ("sigmoid RNN", "<", 1e-3),
+             ("linear RNN", ">", 1e3), ("LSTM (forget bias 3)", ">=", 1e-3)],
+    "odenet": [("parameters / ResNet", "<=", 0.3), ("step memory / ResNet", "<=", 0.6),
+               ("forward NFE", ">=", 2.0)],
+    "cnf": [("nats learned", ">=", 0.15), ("probability mass", ">=", 0.9)],
+}
+_TARGET = re.compile(r"^target: (.+): (\S+) (<=|>=|<|>) (\S+) (met|MISSED)$")
+
+
+def _targets(stdout: str) -> dict[str, float]:
+    found = {}
+    for line in stdout.splitlines():
+        if m := _TARGET.match(line.strip()):
+            found[m.group(1)] = float(m.group(2))
+    return found
+
+
 @pytest.mark.parametrize("name", list(cli.DEMOS))
-def test_demo_quick_writes_pngs(name, tmp_path):
+def test_demo_quick_writes_pngs_and_meets_its_targets(name, tmp_path):
     res = _jaxode("demo", name, "--quick", "--out", str(tmp_path / "out"))
-    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    printed = _targets(res.stdout)
+    assert len(printed) == len(QUICK_TARGETS[name]), printed
+    for words, op, bound in QUICK_TARGETS[name]:
+        (value,) = [v for what, v in printed.items() if words in what]
+        assert OPS[op](value, bound), (name, words, value, op, bound)
     pngs = sorted((tmp_path / "out").glob("*.png"))
     assert pngs, f"demo {name} wrote no PNG"
     for png in pngs:
@@ -122,6 +156,23 @@ def test_demo_quick_writes_pngs(name, tmp_path):
     if name == "simulate":
         assert {p.name for p in pngs} == {"simulate.png", "simulate_phase.png"}
         assert "within" in res.stdout and "(375, 250)" in res.stdout
+
+
+def test_a_demo_that_misses_a_target_exits_with_status_1(monkeypatch, capsys):
+    from jaxode.demos import Target, report
+
+    module = types.ModuleType("jaxode.demos._missing")
+    module.run = lambda out, quick: {"targets": report([
+        Target("error %", 2.0, "<=", 3.0), Target("nats learned", 0.01, ">=", 0.15)])}
+    monkeypatch.setitem(sys.modules, "jaxode.demos._missing", module)
+    monkeypatch.setitem(cli.DEMOS, "missing", ("_missing", "a demo that misses"))
+    assert cli.main(["demo", "missing", "--quick", "--out", "."]) == 1
+    captured = capsys.readouterr()
+    assert "target: error %: 2 <= 3 met" in captured.out
+    assert "missed 1 of its targets: target: nats learned: 0.01 >= 0.15 MISSED" in (
+        captured.err)
+    module.run = lambda out, quick: {"targets": report([Target("x", 1, "<", 2)])}
+    assert cli.main(["demo", "missing", "--quick", "--out", "."]) == 0
 
 
 def test_console_exit_code_on_bad_name():

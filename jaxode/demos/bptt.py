@@ -1,4 +1,5 @@
-"""`jaxode demo bptt`: backprop through time by hand vs autodiff (seed 003)."""
+"""`jaxode demo bptt`: backprop through time by hand vs autodiff, truncation, and
+vanishing and exploding gradients."""
 
 import time
 from pathlib import Path
@@ -9,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import plot
+from . import Target, report
 from ..bptt import elman_grads, elman_grads_autodiff, gradient_flow
 from ..nn import LSTMCell, RNNCell
 
@@ -128,5 +130,18 @@ def run(out: Path, quick: bool = False) -> dict:
     path_g = Path(out) / "gradient_flow.png"
     fig.savefig(path_g, dpi=110)
     print(f"\nsaved {path_w} and {path_g}  (total {time.perf_counter() - t_start:.1f} s)")
+    sig, lin, gated = (reports[k] for k in (
+        "sigmoid RNN, weights U(-0.025, 0.025)", "linear RNN, spectral radius 1.5",
+        "LSTM, forget bias 3"))
+    targets = report([
+        Target("max |hand - autodiff| over all windows", max(agreement.values()), "<=",
+               1e-12),
+        Target("sigmoid RNN gradient ratio ||g_0||/||g_T-1|| (vanishing)", sig.ratio,
+               "<", 1e-3),
+        Target("linear RNN (radius 1.5) gradient ratio (exploding)", lin.ratio, ">",
+               1e3),
+        Target("LSTM (forget bias 3) gradient ratio (healthy, above 1e-3)",
+               gated.ratio, ">=", 1e-3),
+    ])
     return {"agreement": agreement, "windows": windows, "errors": errors,
-            "reports": reports}
+            "reports": reports, "targets": targets}

@@ -1,6 +1,6 @@
 """`jaxode demo odenet`: ResNet, RK-Net, ODE-Net and MLP on the 8×8 digits.
 
-Reproduces the seed's comparison (Chen et al. 2018, table 1) at small scale: test error
+Reproduces the comparison of Chen et al. 2018 (table 1) at small scale: test error
 (mean over training seeds), parameters, peak memory of one compiled training step,
 time per step, and for the ODE-Net the forward and backward numbers of function
 evaluations (NFE); then the NFE over training and the NFE against the tolerance.
@@ -17,6 +17,7 @@ import numpy as np
 import optax
 
 from .. import plot
+from . import Target, report
 from ..data import digits
 from ..nn import MLP, NFECounter, ODENet, ResNet, RKNet, count_params
 
@@ -184,4 +185,17 @@ def run(out: Path, quick: bool = False, *, seeds: tuple[int, ...] | None = None,
     path = Path(out) / "odenet_nfe_tolerance.png"
     fig.savefig(path, dpi=120)
     print(f"saved {path}")
-    return results
+    resnet, odenet = results["ResNet (6 blocks)"][0], ode_runs[0]
+    targets = [
+        Target("ODE-Net parameters / ResNet parameters",
+               odenet["params"] / resnet["params"], "<=", 0.3),
+        Target("ODE-Net step memory / ResNet step memory (backsolve adjoint)",
+               odenet["memory"] / resnet["memory"], "<=", 0.6),
+        Target("forward NFE at rtol 1e-5 / at 1e-1 (tighter tolerance, deeper net)",
+               nfes[-1] / nfes[0], ">=", 2.0),
+    ]
+    if not quick:  # ten training steps cannot learn: the errors count in full runs
+        for name in ("ResNet (6 blocks)", "ODE-Net (dopri5, 1e-3)"):
+            targets.append(Target(f"{name} mean test error %", float(np.mean(
+                [r["error"] for r in results[name]])), "<=", 3.0))
+    return {**results, "targets": report(targets)}

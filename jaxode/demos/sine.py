@@ -1,4 +1,4 @@
-"""`jaxode demo sine`: an Elman RNN and an LSTM forecast a noisy sine (seed 001)."""
+"""`jaxode demo sine`: an Elman RNN and an LSTM forecast a noisy sine series."""
 
 import time
 from pathlib import Path
@@ -9,6 +9,7 @@ import numpy as np
 import optax
 
 from .. import plot
+from . import Target, report
 from .._train import train
 from ..data import noisy_sine, sliding_windows
 from ..nn import Forecaster, LSTMCell, RNNCell
@@ -74,12 +75,12 @@ def run(out: Path, quick: bool = False) -> dict:
         print(f"{name:<10} | {r['params']:>6} | {r['seconds']:>7.1f} | "
               f"{r['history']['loss'][-1]:>10.5f} | {r['rmse_single']:>11.4f} | "
               f"{r['rmse_rollout']:>12.4f}")
-    ok_single = all(r["rmse_single"] <= TARGET_SINGLE for r in results.values())
-    ok_roll = results["LSTM"]["rmse_rollout"] <= TARGET_ROLLOUT
-    print(f"targets: 1-step RMSE <= {TARGET_SINGLE} for both: "
-          f"{'met' if ok_single else 'NOT met'}; LSTM {HORIZON}-step RMSE <= "
-          f"{TARGET_ROLLOUT}: {'met' if ok_roll else 'NOT met'}"
-          + (" (quick run: fewer steps)" if quick else ""))
+    targets = report([
+        *(Target(f"{name} 1-step test RMSE", r["rmse_single"], "<=", TARGET_SINGLE)
+          for name, r in results.items()),
+        Target(f"LSTM {HORIZON}-step autoregressive RMSE",
+               results["LSTM"]["rmse_rollout"], "<=", TARGET_ROLLOUT),
+    ])
 
     xt = x[SPLIT:]
     fig = plot.forecasts(
@@ -92,4 +93,4 @@ def run(out: Path, quick: bool = False) -> dict:
     path = Path(out) / "sine.png"
     fig.savefig(path, dpi=110)
     print(f"saved {path}  (total {time.perf_counter() - t_start:.1f} s)")
-    return results
+    return {**results, "targets": targets}
