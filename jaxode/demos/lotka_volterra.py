@@ -69,7 +69,7 @@ def run(out: Path, quick: bool = False) -> dict:
     fig.savefig(loss_path, dpi=120)
     print(f"saved {path} and {loss_path}")
     targets = report([
-        Target("fit converged (1 = yes)", float(res.converged), ">=", 1),
+        Target("fit converged (1 if so)", float(res.converged), ">=", 1),
         Target("true values inside their 95 % intervals", covered, ">=", len(NAMES)),
     ])
     return {"result": res, "seconds": seconds, "targets": targets}
