@@ -353,3 +353,35 @@ def test_fewer_observations_than_unknowns_warns_with_the_counts():
                          fit_y0=True, steps=5, progress=False)
     assert not res.converged and "no more observations than unknowns" in res.message
     assert np.isinf(res.stderr["k"])
+
+
+def test_positive_parameters_train_at_the_same_relative_pace():
+    """`positive=True` fits in log space: one Adam step moves 1e-3 and 0.1 by the same
+    factor (Adam's first step is lr·sign(g) per coordinate, here exp(±0.05); the fit
+    returns the best point seen, here the one after that step). A step in the
+    parameters themselves would move them by amounts, not factors, and a step
+    relative to the start by 1 ± 0.05, whose log is 2.5 % off."""
+    ts, ys = competition_observations()
+    res = jaxode.fit(competition, SEED_GUESS, ts=ts, ys=ys, y0=ys[0], positive=True,
+                     solver=jaxode.Euler(), dt=0.1, steps=2, polish=False,
+                     optimizer=optax.adam(0.05), progress=False)
+    moved = {k: abs(np.log(float(res.params[k]) / SEED_GUESS[k])) for k in NAMES}
+    np.testing.assert_allclose(list(moved.values()), 0.05, rtol=1e-3)
+
+
+def test_rounding_to_whole_animals_alone_limits_a1_to_about_4_percent():
+    """The observations are the Euler model's values rounded to whole animals. Fitting
+    the unrounded values recovers every parameter (to 1e-6); the rounding alone moves
+    a1 by 4.4 %, and its standard error (~7 %) says so."""
+    ts, ys = competition_observations()
+    exact = np.asarray(jaxode.solve(competition, jnp.asarray(ys[0]), ts,
+                                    COMPETITION_PARAMS, solver="euler", dt=0.1).ys)
+    assert np.max(np.abs(np.round(exact) - ys)) == 0  # the data are the rounded model
+    kw = dict(y0=ys[0], positive=True, solver=jaxode.Euler(), dt=0.1, steps=300,
+              progress=False)
+    clean = jaxode.fit(competition, SEED_GUESS, ts=ts, ys=exact, **kw)
+    assert rel_err(clean.params, COMPETITION_PARAMS) < 1e-6
+    rounded = jaxode.fit(competition, SEED_GUESS, ts=ts, ys=ys, **kw)
+    a1_err = abs(float(rounded.params["a1"]) / 1e-4 - 1)
+    assert 0.035 < a1_err < 0.055
+    assert 0.04 < float(rounded.stderr["a1"]) / 1e-4 < 0.1
