@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Start with `jaxode demo simulate --quick`, then "
         "`jaxode demo NAME --help` or `jaxode bench --help`.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",
         help="run a demo: prints its results and saves its figures",
@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="example: jaxode demo simulate --quick --out figures",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    demo.add_argument("name", metavar="NAME", help=f"one of: {', '.join(DEMOS)}")
+    demo.add_argument("name", metavar="NAME", nargs="?",
+                      help=f"one of: {', '.join(DEMOS)}")
     demo.add_argument("--out", type=Path, default=Path("out"),
                       help="directory for the figures, created if missing "
                       "(default: ./out)")
@@ -273,7 +274,15 @@ def _write_readme_table(readme: Path, rows: list[str], status: dict,
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_usage(sys.stderr)
+        return _fail("choose a command: `jaxode demo NAME` runs a demo ("
+                     f"{', '.join(DEMOS)}); `jaxode bench [NAME]` runs the benchmarks; "
+                     "`jaxode --help` says more")
     if ns.command == "demo":
+        if ns.name is None:
+            return _fail(f"name a demo: jaxode demo NAME, with NAME one of "
+                         f"{', '.join(DEMOS)} (try `jaxode demo simulate --quick`)")
         if ns.name not in DEMOS:
             return _fail(f"unknown demo {ns.name!r}; valid demos: {', '.join(DEMOS)}")
         module = importlib.import_module(f"jaxode.demos.{DEMOS[ns.name][0]}")

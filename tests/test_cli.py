@@ -175,6 +175,16 @@ def test_a_demo_that_misses_a_target_exits_with_status_1(monkeypatch, capsys):
     assert cli.main(["demo", "missing", "--quick", "--out", "."]) == 0
 
 
+def test_no_command_or_no_demo_name_says_what_to_type(capsys):
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert "usage: jaxode" in err and "choose a command: `jaxode demo NAME`" in err
+    assert "lotka-volterra" in err
+    assert cli.main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert "name a demo" in err and ", ".join(cli.DEMOS) in err
+
+
 def test_console_exit_code_on_bad_name():
     res = _jaxode("demo", "nope")
     assert res.returncode == 2
