@@ -156,15 +156,16 @@ def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
     def one(y0, member_args):
         args = eqx.combine(member_args, shared)
         if even is not None:  # traced times, a step count fixed on the host
-            return _even_member(f, y0, ts, args, even, kwargs)
+            return (*_even_member(f, y0, ts, args, even, kwargs),
+                    jnp.array(jnp.inf, jnp.result_type(ts)))
         sol = solve(f, y0, ts, args, **kwargs)
-        return sol.ys, sol.stats, sol.ok
+        return sol.ys, sol.stats, sol.ok, sol.t_event
 
-    ys, stats, ok = jax.vmap(one)(y0s, mapped)
-    ys, stats, ok = jax.lax.with_sharding_constraint((ys, stats, ok), split)
+    out = jax.vmap(one)(y0s, mapped)
+    out = jax.lax.with_sharding_constraint(out, split)
     if padded != n:
-        ys, stats, ok = jtu.tree_map(lambda a: a[:n], (ys, stats, ok))
-    return Solution(jnp.asarray(ts), ys, stats, ok)
+        out = jtu.tree_map(lambda a: a[:n], out)
+    return Solution(jnp.asarray(ts), *out)
 
 
 def _even_member(f, y0, ts, args, even, kwargs):
@@ -265,6 +266,11 @@ def ensemble(
         lambda a: a if eqx.is_array_like(a) else None, args))
 
     kwargs = dict(solve_kwargs)
+    if kwargs.get("dense"):
+        raise ValueError(
+            "`dense=True` is not available from `ensemble` (each member would carry "
+            "its own interpolant); use `jax.vmap` of `jaxode.solve(..., dense=True)` "
+            "and `sol.evaluate`.")
     for name in ("rtol", "atol"):  # traced, so new tolerances do not recompile
         if name in kwargs and isinstance(kwargs[name], (int, float)):
             if kwargs[name] <= 0:
@@ -281,7 +287,8 @@ def ensemble(
         check_positive("dt", kwargs["dt"])
         host = np.asarray(ts, np.float64)
         counts, uniform = _fixed_plan(ts, host, kwargs["dt"], kwargs.get("substeps"))
-        if isinstance(counts, int):  # traced times: new values do not recompile
+        if isinstance(counts, int) and kwargs.get("event") is None and not kwargs.get(
+                "dense"):  # traced times: new values do not recompile
             kwargs["_even"] = (counts, uniform)
             del kwargs["dt"]  # the step count replaces it, so a new `dt` is no new key
         else:  # intervals with different step counts: the grid is part of the program

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
+import optimistix as optx
 from jaxtyping import Array, Bool, Int
 
 from ._errors import (
@@ -26,6 +27,7 @@ from ._errors import (
     is_concrete,
     short,
 )
+from ._dense import HermiteInterpolation, after_event, locate_event, step_grid
 from ._fixed import plan_grid, solve_even, solve_steps, step_list
 from ._solvers import RK4, AbstractStepper, Euler, Heun, Midpoint
 from ._types import Args, VectorField, Y
@@ -82,14 +84,45 @@ class Solution(eqx.Module):
       `(time, *leaf.shape)`.
     - `stats`: `num_steps`, `num_accepted`, `num_rejected` and `nfe` (vector-field
       evaluations; -1 where a solver cannot report it, as for implicit solvers).
-    - `ok`: True when the solve reached the end of `ts` with finite values
-      (per element under `vmap`).
+    - `ok`: True when the solve reached the end of `ts` (or its event) with finite
+      values (per element under `vmap`).
+    - `t_event`: with `event=cond`, the time where `cond` changed sign; `inf` when
+      it did not, or when no event was asked for.
+    - `evaluate(t)`: with `dense=True`, the state at any `t` in `[ts[0], ts[-1]]`.
     """
 
     ts: Array
     ys: Y
     stats: dict[str, Int[Array, ""]]
     ok: Bool[Array, ""]
+    t_event: Array = eqx.field(default_factory=lambda: jnp.array(jnp.inf))
+    interpolation: Any = None
+
+    def evaluate(self, t: Any) -> Y:
+        """The state at time(s) `t`: a scalar gives a state like `y0`, an array of
+        times gives leaves of shape `(*t.shape, *leaf.shape)`. Needs `dense=True`.
+
+        **Raises:** `ValueError` without dense output, or for a concrete `t` outside
+        `[ts[0], ts[-1]]` (a traced one is checked at run time).
+        """
+        if self.interpolation is None:
+            raise ValueError(
+                "`evaluate` needs dense output: solve with `dense=True`.")
+        t = jnp.asarray(t, self.ts.dtype)
+        lo, hi = self.ts[0], self.ts[-1]
+        if is_concrete((t, lo, hi)):
+            outside = np.asarray(t)[(np.asarray(t) < np.asarray(lo))
+                                    | (np.asarray(t) > np.asarray(hi))]
+            if outside.size:
+                raise ValueError(
+                    f"`t`={short(outside)} is outside the span of the solution "
+                    f"[{float(lo):g}, {float(hi):g}]; `evaluate` does not extrapolate.")
+        else:
+            t = eqx.error_if(t, jnp.any((t < lo) | (t > hi)),
+                             "jaxode.Solution.evaluate: `t` is outside the span of "
+                             "the solution; `evaluate` does not extrapolate.")
+        flat = jax.vmap(self.interpolation.evaluate)(jnp.reshape(t, (-1,)))
+        return jtu.tree_map(lambda y: jnp.reshape(y, t.shape + y.shape[1:]), flat)
 
 
 def _resolve_solver(solver: Any) -> Any:
@@ -307,15 +340,27 @@ def _diffrax_nfe(solver: diffrax.AbstractSolver, stats: dict,
     return (tableau.num_stages - 1) * stats["num_steps"] + 1 + early_rejections
 
 
+def _diffrax_event(event, rtol, atol):
+    """`cond(t, y, args)` as a diffrax event, its time refined by Newton's method on
+    the solver's interpolant (optimistix: implicit derivatives of the event time)."""
+    if event is None:
+        return None
+    return diffrax.Event(lambda t, y, args, **_: event(t, y, args),
+                         root_finder=optx.Newton(rtol=rtol, atol=atol))
+
+
 @eqx.filter_jit
 def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps,
-                    throw, progress):
+                    throw, progress, event=None, event_tol=None, dense=False):
     _check_vector_field(f, y0, ts, args)
     adaptive = isinstance(solver, diffrax.AbstractAdaptiveSolver)
     if adaptive:
         controller = _CountingPID(diffrax.PIDController(rtol=rtol, atol=atol))
     else:
         controller = diffrax.ConstantStepSize()
+    subs = [diffrax.SubSaveAt(ts=ts)]
+    if event is not None:  # the final time: the event's, when one happened
+        subs.append(diffrax.SubSaveAt(t1=True))
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(f),
         solver,
@@ -324,17 +369,23 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
         dt0=dt0,
         y0=y0,
         args=args,
-        saveat=diffrax.SaveAt(ts=ts, controller_state=adaptive),
+        saveat=diffrax.SaveAt(subs=subs, controller_state=adaptive, dense=dense),
         stepsize_controller=controller,
         adjoint=adjoint,
+        event=_diffrax_event(event, *(event_tol or (None, None))),
         max_steps=max_steps,
         throw=False,
         progress_meter=(
             diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
         ),
     )
-    ok = sol.result == diffrax.RESULTS.successful
-    ys = sol.ys
+    ok = ((sol.result == diffrax.RESULTS.successful)
+          | (sol.result == diffrax.RESULTS.event_occurred))
+    ys = sol.ys[0]
+    t_event = jnp.array(jnp.inf, ts.dtype)
+    if event is not None:
+        happened = jnp.any(jnp.stack(jtu.tree_leaves(sol.event_mask)))
+        t_event = jnp.where(happened, sol.ts[1][-1], jnp.inf).astype(ts.dtype)
     if throw:
         out_of_steps = sol.result == diffrax.RESULTS.max_steps_reached
         nonfinite = (_CountingPID.saw_nonfinite(sol.controller_state)
@@ -347,7 +398,7 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
     nfe = _diffrax_nfe(solver, stats, _CountingPID.early_rejections(
         sol.controller_state) if adaptive else 0)
     return ys, ok, _stats(stats["num_steps"], stats["num_accepted_steps"],
-                          stats["num_rejected_steps"], nfe)
+                          stats["num_rejected_steps"], nfe), t_event, sol.interpolation
 
 
 # ------------------------------------------------------------------ front door
@@ -382,6 +433,8 @@ def solve(
     max_steps: int = 4096,
     throw: bool = True,
     progress: bool = False,
+    event: Callable[[Any, Y, Args], Any] | None = None,
+    dense: bool = False,
 ) -> Solution:
     """Solve `dy/dt = f(t, y, args)` from `y(ts[0]) = y0` and return `y` at `ts`.
 
@@ -424,6 +477,19 @@ def solve(
       `sol.ok` (per element under `vmap`), and the values after the failure are
       `inf`/`NaN`, never plausible numbers.
     - `progress`: show a tqdm progress bar.
+    - `event`: `cond(t, y, args) -> scalar`; the solve stops where `cond` changes
+      sign (a terminal event). Its time, found by Newton's method on the solver's
+      interpolant (the cubic Hermite interpolant of the steps for fixed-step
+      solvers), is `sol.t_event` (`inf` if none; per member under `vmap`), and the
+      saved states after it are `inf`. Gradients of `t_event` with respect to `y0`
+      and `args` follow from the implicit function theorem. A boolean `cond` stops
+      at the end of the step where it becomes True. Fixed-step solves compute every
+      step and then look for the sign change; adaptive ones stop there.
+    - `dense`: keep what `sol.evaluate(t)` needs to give the state at any `t` in
+      the span: diffrax's interpolation for adaptive solvers; for fixed steps the
+      state at every step and its derivative (one more `f` evaluation per step),
+      interpolated by cubic Hermite polynomials (error O(h^4)).
+      Neither `event` nor `dense` works with `adjoint="backsolve"`.
 
     **Returns:** a `Solution`; `sol.ys` leaves have shape `(len(ts), *leaf.shape)`.
 
@@ -454,15 +520,21 @@ def solve(
     check_positive("atol", atol)
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+    _check_event_and_dense(event, dense, adjoint, y0, ts, args)
     if ts_host is None:
         ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0),
                           "jaxode.solve: `ts` must be strictly increasing.")
 
     if ts.shape[0] == 1:
+        if event is not None or dense:
+            raise ValueError("`event` and `dense` need at least two times in `ts`.")
         ys = jtu.tree_map(lambda a: a[None], y0)
         return Solution(ts, ys, _stats(0, 0, 0, 0), jnp.array(True))
 
     if isinstance(solver, AbstractStepper):
+        if event is not None or dense:
+            return _fixed_dense(f, solver, y0, ts, args, dt, substeps, adjoint, throw,
+                                ts_host, event, dense)
         ys, ok, stats = _fixed(f, solver, y0, ts, args, dt, substeps, adjoint, throw,
                                 progress, ts_host)
     else:
@@ -476,11 +548,75 @@ def solve(
             raise ValueError(
                 f"`dt` is required for the non-adaptive diffrax solver {solver!r}."
             )
-        ys, ok, stats = _solve_adaptive(
+        # the event's Newton tolerances are static (an optimistix solver field), and
+        # no finer than the dtype resolves (or Newton sees rounding as divergence)
+        event_tol = None
+        if event is not None:  # traced tolerances (under `ensemble`): 1e-10
+            tol = min(float(rtol), float(atol)) if is_concrete((rtol, atol)) else 1e-10
+            event_tol = (max(tol, 100 * float(jnp.finfo(ts.dtype).eps)),) * 2
+        ys, ok, stats, t_event, interp = _solve_adaptive(
             f, solver, y0, ts, args, dt0, jnp.asarray(rtol, ts.dtype),
             jnp.asarray(atol, ts.dtype), adjoint, max_steps, throw, progress,
+            event, event_tol, dense,
         )
+        return Solution(ts, ys, stats, ok, t_event, interp)
     return Solution(ts, ys, stats, ok)
+
+
+def _check_event_and_dense(event, dense, adjoint, y0, ts, args):
+    """Trace-time checks of `event` (a callable returning a real or boolean scalar)
+    and `dense` (a bool), and of their combination with the adjoint."""
+    if not isinstance(dense, bool):
+        raise ValueError(f"`dense` must be True or False, got {short(dense)}.")
+    if event is not None and not callable(event):
+        raise ValueError(f"`event` must be a function cond(t, y, args), got "
+                         f"{short(event)}.")
+    if (event is not None or dense) and (
+            adjoint == "backsolve" or isinstance(adjoint, diffrax.BacksolveAdjoint)):
+        raise ValueError(
+            f"`adjoint`='backsolve' does not support "
+            f"{'`event`' if event is not None else '`dense=True`'} (the backward "
+            "solve has no interpolant to differentiate); use 'recursive' or "
+            "'direct'.")
+    if event is None:
+        return
+    try:
+        out = eqx.filter_eval_shape(lambda t, y, a: event(t, y, a), ts[0], y0, args)
+    except Exception as e:
+        raise ValueError(f"`event` failed when called as event(t, y0, args): "
+                         f"{type(e).__name__}: {e}") from e
+    if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != () or not (
+            jnp.issubdtype(out.dtype, jnp.floating) or out.dtype == jnp.bool_):
+        got = (f"{out.dtype}{list(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct)
+               else short(out))
+        raise ValueError(
+            "`event` must return one real (or boolean) scalar, whose sign change "
+            f"marks the event; it returned {got}.")
+
+
+@eqx.filter_jit
+def _fixed_dense_program(f, solver, y0, grid, index, ts, args, adjoint, throw, event,
+                         dense):
+    sol = solve(f, y0, grid, args, solver=solver, adjoint=adjoint, throw=throw)
+    fs = jax.vmap(lambda t, y: f(t, y, args))(grid, sol.ys)
+    interp = HermiteInterpolation(grid, sol.ys, fs)
+    ys = jtu.tree_map(lambda y: y[index], sol.ys)
+    t_event = jnp.array(jnp.inf, ts.dtype)
+    if event is not None:
+        t_event, _ = locate_event(event, interp, args)
+        ys = after_event(ys, ts, t_event)
+    return Solution(ts, ys, sol.stats, sol.ok, t_event.astype(ts.dtype),
+                    interp if dense else None)
+
+
+def _fixed_dense(f, solver, y0, ts, args, dt, substeps, adjoint, throw, ts_host,
+                 event, dense):
+    """A fixed-step solve that keeps every step (for `dense` or an `event`): the
+    steps are the grid of an ordinary solve with one step per interval."""
+    counts, _ = _fixed_plan(ts, ts_host, dt, substeps)
+    grid, index = step_grid(ts, ts_host, counts)
+    return _fixed_dense_program(f, solver, y0, grid, jnp.asarray(index), ts, args,
+                                adjoint, throw, event, dense)
 
 
 def _fixed_plan(ts, ts_host, dt, substeps):
