@@ -9,6 +9,7 @@ import importlib.metadata
 from ._ensemble import ensemble as ensemble, member_mesh as member_mesh
 from ._fit import FitResult as FitResult, fit as fit
 from ._scan import scan as scan
+from ._rosenbrock import Rosenbrock23 as Rosenbrock23
 from ._solve import Solution as Solution, solve as solve
 from ._solvers import (
     RK4 as RK4,

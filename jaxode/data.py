@@ -1,18 +1,21 @@
-"""Data sets: the seed problems, generated series and shipped images.
+"""Data sets: model problems, generated series and shipped images.
 
 Nothing here downloads: every data set is generated, ships with the package, or is
 read from files the user already has.
 """
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import numpy as np
 
-# --------------------------------------------------------- competition model (seed 000)
+# --------------------------------------------------------- two-species competition model
 
 COMPETITION_PARAMS: dict[str, float] = {
     "r1": 0.1, "r2": 0.3, "a1": 1e-4, "a2": 2e-4, "iN1": 0.002, "iN2": 0.003,
 }
-"""True parameters of the seed's two-species competition model (`iN` = 1/N)."""
+"""True parameters of the two-species competition model (`iN` = 1/N)."""
 
 COMPETITION_Y0 = (100.0, 150.0)
 
@@ -25,7 +28,8 @@ COMPETITION_OBSERVATIONS: tuple[tuple[float, tuple[float, float]], ...] = (
     (40.0, (318.0, 266.0)),
     (42.0, (324.0, 264.0)),
 )
-"""The seed's seven sparse observations `(t, (x, y))`, rounded to whole animals."""
+"""Seven sparse observations `(t, (x, y))` of the competition model from
+`COMPETITION_Y0` (1000 Euler steps of h = 0.1), rounded to whole animals."""
 
 
 def competition(t, y, args):
@@ -42,17 +46,91 @@ def competition(t, y, args):
 
 
 def competition_observations() -> tuple[np.ndarray, np.ndarray]:
-    """The seed observations as arrays `(ts, ys)` of shapes `(7,)` and `(7, 2)`."""
+    """The seven observations as arrays `(ts, ys)` of shapes `(7,)` and `(7, 2)`."""
     ts = np.array([t for t, _ in COMPETITION_OBSERVATIONS])
     ys = np.array([y for _, y in COMPETITION_OBSERVATIONS])
     return ts, ys
 
-# ----- sequence models (noisy sine, seed 001)
+
+# ------------------------------------------------------------------ stiff problems
+
+
+class StiffProblem(NamedTuple):
+    """A stiff test problem: `f(t, y, args)` (args unused), `y0` at `t = 0`, the end
+    time `t1`, the solution there (`reference`), and `atol_per_rtol`, the absolute
+    tolerance to pair with each relative one (the scale of the smallest component
+    that matters)."""
+
+    name: str
+    f: Callable
+    y0: tuple[float, ...]
+    t1: float
+    reference: tuple[float, ...]
+    atol_per_rtol: float
+
+
+def _robertson(t, y, args):
+    y1, y2, y3 = y[0], y[1], y[2]
+    return jnp.stack([-0.04 * y1 + 1e4 * y2 * y3,
+                      0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 ** 2,
+                      3e7 * y2 ** 2])
+
+
+def _hires(t, y, args):
+    y1, y2, y3, y4, y5, y6, y7, y8 = (y[i] for i in range(8))
+    return jnp.stack([
+        -1.71 * y1 + 0.43 * y2 + 8.32 * y3 + 0.0007,
+        1.71 * y1 - 8.75 * y2,
+        -10.03 * y3 + 0.43 * y4 + 0.035 * y5,
+        8.32 * y2 + 1.71 * y3 - 1.12 * y4,
+        -1.745 * y5 + 0.43 * y6 + 0.43 * y7,
+        -280.0 * y6 * y8 + 0.69 * y4 + 1.71 * y5 - 0.43 * y6 + 0.69 * y7,
+        280.0 * y6 * y8 - 1.81 * y7,
+        -280.0 * y6 * y8 + 1.81 * y7,
+    ])
+
+
+def _orego(t, y, args):
+    y1, y2, y3 = y[0], y[1], y[2]
+    return jnp.stack([77.27 * (y2 + y1 * (1 - 8.375e-6 * y1 - y2)),
+                      (y3 - (1 + y1) * y2) / 77.27,
+                      0.161 * (y1 - y3)])
+
+
+def _van_der_pol(t, y, args):
+    return jnp.stack([y[1], 1000.0 * (1 - y[0] ** 2) * y[1] - y[0]])
+
+
+STIFF_PROBLEMS: dict[str, StiffProblem] = {
+    # ROBER, HIRES and OREGO with the reference solutions of the Test Set for IVP
+    # Solvers (F. Mazzia, C. Magherini et al., Bari, release 2.4)
+    "robertson": StiffProblem(
+        "Robertson", _robertson, (1.0, 0.0, 0.0), 1e11,
+        (0.2083340149701255e-7, 0.8333360770334713e-13, 0.9999999791665050), 1e-4),
+    "hires": StiffProblem(
+        "HIRES", _hires, (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0057), 321.8122,
+        (0.7371312573325668e-3, 0.1442485726316185e-3, 0.5888729740967575e-4,
+         0.1175651343283149e-2, 0.2386356198831331e-2, 0.6238968252742796e-2,
+         0.2849998395185769e-2, 0.2850001604814231e-2), 1e-4),
+    "orego": StiffProblem(
+        "OREGO", _orego, (1.0, 2.0, 3.0), 360.0,
+        (0.1000814870318523e1, 0.1228178521549917e4, 0.1320554942846706e3), 1.0),
+    # Van der Pol with mu = 1000 over [0, 2000] (about 1.2 relaxation periods); its
+    # reference was computed with SciPy's Radau at rtol = 1e-13, atol = 1e-15 (the
+    # same run reproduces the three Test Set references above to 4e-10, 1e-13, 1e-13)
+    "van_der_pol": StiffProblem(
+        "Van der Pol (mu = 1000)", _van_der_pol, (2.0, 0.0), 2000.0,
+        (1.7061677321704887, -0.0008928097010247914), 1e-2),
+}
+"""Stiff test problems for `jaxode.solve(..., solver="rosenbrock23" | "kvaerno5")`
+and `benchmarks/stiff.py`."""
+
+# ----- sequence models (noisy sine)
 
 
 def noisy_sine(n: int = 400, stop: float = 36.0, noise: float = 0.2, *,
                seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The seed-001 series: `n` points `x` on `[0, stop]` and `y = sin(x) + noise·u`,
+    """A noisy sine series: `n` points `x` on `[0, stop]` and `y = sin(x) + noise·u`,
     `u ~ U(0, 1)` drawn from NumPy's generator with `seed`.
 
     **Returns:** `(x, y)`, both of shape `(n,)`. The noise has mean `noise/2` and
@@ -80,7 +158,7 @@ def sliding_windows(series, window: int) -> tuple[np.ndarray, np.ndarray]:
     return series[idx], series[window:]
 
 
-# ----- neural ODEs: images and toy 2-D densities (seed 004)
+# ----- neural ODEs: images and toy 2-D densities
 
 _MNIST_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
