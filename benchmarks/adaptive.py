@@ -1,6 +1,6 @@
 """Adaptive Tsit5 over many initial conditions: jaxode vs raw diffrax vs scipy.
 
-The seed's competition model on t in [0, 100], 101 save points, rtol = atol = 1e-6,
+The two-species competition model on t in [0, 100], 101 save points, rtol = atol = 1e-6,
 float64 on every side. jaxode and diffrax solve all members in one vmapped call;
 scipy's `solve_ivp` (RK45, the same Dormand–Prince family) loops over members.
 Reported per trajectory. Run: `python benchmarks/adaptive.py [--quick]`.

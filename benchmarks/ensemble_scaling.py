@@ -1,6 +1,6 @@
 """Ensemble throughput: members per second against member count and device count.
 
-The problem is the seed's two-species competition model, RK4 with 200 fixed steps of
+The problem is the two-species competition model, RK4 with 200 fixed steps of
 0.1 from random initial states, float64, saving the end state. Three parts:
 
 1. member count 1e2 ... 1e6 on one device: `jaxode.ensemble` against a batched

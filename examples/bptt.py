@@ -15,7 +15,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--length", type=int, default=100)
 T = parser.parse_args().length
 
-# seed 003's network: s_t = sigmoid(U x_t + W s_{t-1}), o_t = softmax(V s_t)
+# an Elman network: s_t = sigmoid(U x_t + W s_{t-1}), o_t = softmax(V s_t)
 kU, kW, kV, kx, ky, kc = jax.random.split(jax.random.PRNGKey(0), 6)
 H, I, O = 16, 8, 8
 params = {"U": jax.random.normal(kU, (H, I)) / 4, "W": jax.random.normal(kW, (H, H)) / 4,

@@ -1,5 +1,5 @@
-"""Simulate the two-species competition model three ways: as an Euler RNN (the
-seed's 1000 steps of 0.1), adaptively with Tsit5, and as a phase portrait.
+"""Simulate the two-species competition model three ways: as an Euler RNN
+(1000 steps of 0.1), adaptively with Tsit5, and as a phase portrait.
 
     python examples/simulate.py [--out DIR] [--quick]
 """

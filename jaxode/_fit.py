@@ -154,17 +154,19 @@ class FitResult:
         """Two-sided `level` confidence intervals `estimate ± t·stderr` with the
         Student-t quantile on `n − p` degrees of freedom.
 
-        **Returns:** a pytree like `params` whose leaves are `(low, high)` pairs of
-        arrays. Infinite when `n ≤ p`.
+        **Returns:** a pytree like `params` whose leaves are `(low, high)` pairs:
+        Python floats for scalar parameters, NumPy arrays otherwise. Infinite when
+        `n ≤ p`.
         """
         if not 0 < level < 1:
             raise ValueError(f"`level` must be in (0, 1), got {level!r}.")
         tq = t_quantile(0.5 + level / 2, self.dof) if self.dof > 0 else math.inf
-        return jtu.tree_map(
-            lambda p, s: (np.asarray(p) - tq * np.asarray(s),
-                          np.asarray(p) + tq * np.asarray(s)),
+        interval = jtu.tree_map(
+            lambda p, s: (_plain(np.asarray(p) - tq * np.asarray(s)),
+                          _plain(np.asarray(p) + tq * np.asarray(s))),
             self.params, self.stderr,
         )
+        return _in_order_of(self.params, interval)
 
     def predict(self, ts) -> jax.Array:
         """The fitted model at times `ts` (1-D, increasing, not before the start
@@ -173,11 +175,13 @@ class FitResult:
         return self._predictor(self.params, self.y0, ts)
 
     def __repr__(self) -> str:
+        """A table in the order of `params0`: estimate, standard error and the 95 %
+        interval of each parameter (and of a fitted `y0`)."""
+        tq = t_quantile(0.975, self.dof) if self.dof > 0 else math.inf
         rows = []
-        for path, p in jtu.tree_flatten_with_path(self.params)[0]:
-            name = jtu.keystr(path).strip("[]'\"") or "params"
-            s = _leaf_at(self.stderr, path)
-            for i, (pi, si) in enumerate(zip(np.ravel(p), np.ravel(s))):
+        stderr = dict(_named_leaves(self.stderr))
+        for name, p in _named_leaves(self.params):
+            for i, (pi, si) in enumerate(zip(np.ravel(p), np.ravel(stderr[name]))):
                 label = name if np.size(p) == 1 else f"{name}[{i}]"
                 rows.append((label, float(pi), float(si)))
         if self.y0_stderr is not None:
@@ -187,23 +191,35 @@ class FitResult:
         width = max([len(r[0]) for r in rows] + [9])
         lines = [f"FitResult(loss={_fmt(self.loss)}, n={self.n_obs}, p={self.n_params}, "
                  f"converged={self.converged})",
-                 f"  {'parameter':<{width}}  {'estimate':>12}  {'± stderr':>11}"]
+                 f"  {'parameter':<{width}}  {'estimate':>12}  {'± stderr':>11}  "
+                 f"{'95 % interval':>24}"]
         for label, pi, si in rows:
-            lines.append(f"  {label:<{width}}  {pi:>12.5g}  {'± ' + _fmt(si):>11}")
+            ci = f"[{_fmt(pi - tq * si)}, {_fmt(pi + tq * si)}]"
+            lines.append(f"  {label:<{width}}  {pi:>12.5g}  {'± ' + _fmt(si):>11}  "
+                         f"{ci:>24}")
         return "\n".join(lines)
 
 
-def _leaf_at(tree, path):
-    for key in path:
-        if isinstance(key, jtu.DictKey):
-            tree = tree[key.key]
-        elif isinstance(key, jtu.SequenceKey):
-            tree = tree[key.idx]
-        elif isinstance(key, jtu.GetAttrKey):
-            tree = getattr(tree, key.name)
-        else:  # pragma: no cover - other key kinds
-            raise TypeError(key)
+def _in_order_of(params0, tree):
+    """A dict `tree` with the keys in the order of `params0` (pytree flattening
+    sorts them); other trees as they are."""
+    if isinstance(params0, dict) and isinstance(tree, dict):
+        return {k: tree[k] for k in params0}
     return tree
+
+
+def _named_leaves(tree):
+    """`(name, leaf)` pairs: a dict's own key order, else pytree order."""
+    if isinstance(tree, dict):
+        return [(str(k), v) for k, v in tree.items()]
+    return [(jtu.keystr(path).strip("[]'\"") or "params", leaf)
+            for path, leaf in jtu.tree_flatten_with_path(tree)[0]]
+
+
+def _plain(x):
+    """A Python float for a scalar, a NumPy array otherwise."""
+    x = np.asarray(x)
+    return float(x) if x.ndim == 0 else x
 
 
 # ------------------------------------------------------------- input checking
@@ -823,6 +839,7 @@ def fit(
     stays non-finite even after shrinking the step stops with a `RuntimeWarning`
     and returns the best finite parameters with `converged=False`.
     """
+    order = params0  # a dict's key order, which flattening forgets
     params0 = _check_params(params0)
     positive = _check_positive(positive, params0)
     ts_np, ys_np, y0_np, observed, t0, single = _prepare_data(ts, ys, y0, mask, t0)
@@ -933,8 +950,8 @@ def fit(
     else:
         cov = np.full((p, p), np.inf)
         se = np.full(p, np.inf)
-    params = prob.unflatten_host(flat)
-    stderr = prob.unflatten_host(se[: flat.size])
+    params = _in_order_of(order, prob.unflatten_host(flat))
+    stderr = _in_order_of(order, prob.unflatten_host(se[: flat.size]))
     y0_out = y0_hat[0] if single else y0_hat
     y0_se = None
     if fit_y0:

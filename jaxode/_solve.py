@@ -373,9 +373,12 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
                                                         **coeffs))
     else:
         controller = diffrax.ConstantStepSize()
-    subs = [diffrax.SubSaveAt(ts=ts)]
-    if event is not None:  # the final time: the event's, when one happened
-        subs.append(diffrax.SubSaveAt(t1=True))
+    if event is None:  # (BacksolveAdjoint takes no SaveAt(subs=...))
+        saveat = diffrax.SaveAt(ts=ts, controller_state=adaptive, dense=dense)
+    else:  # and the final time: the event's, when one happened
+        saveat = diffrax.SaveAt(
+            subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)],
+            controller_state=adaptive, dense=dense)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(f),
         solver,
@@ -384,7 +387,7 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
         dt0=dt0,
         y0=y0,
         args=args,
-        saveat=diffrax.SaveAt(subs=subs, controller_state=adaptive, dense=dense),
+        saveat=saveat,
         stepsize_controller=controller,
         adjoint=adjoint,
         event=_diffrax_event(event, *(event_tol or (None, None))),
@@ -396,7 +399,7 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
     )
     ok = ((sol.result == diffrax.RESULTS.successful)
           | (sol.result == diffrax.RESULTS.event_occurred))
-    ys = sol.ys[0]
+    ys = sol.ys if event is None else sol.ys[0]
     t_event = jnp.array(jnp.inf, ts.dtype)
     if event is not None:
         happened = jnp.any(jnp.stack(jtu.tree_leaves(sol.event_mask)))

@@ -101,7 +101,7 @@ class AbstractStepper(eqx.Module):
 
 
 class Euler(AbstractStepper):
-    """Forward Euler, order 1: `y + dt·f(t, y)`, the RNN cell of the seed article."""
+    """Forward Euler, order 1: `y + dt·f(t, y)`, an RNN cell without weights."""
 
     tableau: ClassVar[ButcherTableau] = ButcherTableau(
         c=(0.0,), a=((),), b=(1.0,), order=1

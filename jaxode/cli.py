@@ -30,6 +30,13 @@ _VERSIONS = ("jax", "jaxlib", "diffrax", "equinox", "optax", "numpy", "torch",
              "torchdiffeq", "scipy")
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("jaxode")
+    except importlib.metadata.PackageNotFoundError:  # a source tree, not installed
+        return "(not installed)"
+
+
 def benchmarks_dir() -> Path:
     """`benchmarks/` of the source tree this package runs from (a git checkout,
     installed with `pip install -e .`)."""
@@ -49,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Start with `jaxode demo simulate --quick`, then "
         "`jaxode demo NAME --help` or `jaxode bench --help`.",
     )
+    parser.add_argument("--version", action="version",
+                        version=f"jaxode {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser(
         "demo",

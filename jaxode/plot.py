@@ -1,17 +1,22 @@
-"""Figures. One function per figure; each returns the matplotlib `Figure`.
+"""Figures. One function per figure; each returns a matplotlib `Figure`.
 
-Matplotlib is imported with the non-interactive Agg backend, so figures can be saved
-on machines without a display.
+Figures are made without pyplot (`matplotlib.figure.Figure`), so importing this module
+does not change the user's matplotlib backend, no window opens, and nothing stays in
+pyplot's figure list: `fig.savefig(path)` works on any machine, with or without a
+display, and a notebook shows the returned figure.
 """
 
 from collections.abc import Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
+
+def _subplots(*grid, figsize, layout="constrained", **kwargs):
+    """`plt.subplots` without pyplot: a new `Figure` and its axes."""
+    fig = Figure(figsize=figsize, layout=layout)
+    return fig, fig.subplots(*grid, **kwargs)
 
 
 def _finish(fig: Figure, ax, xlabel: str, ylabel: str, title: str = "", *,
@@ -44,11 +49,11 @@ def trajectories(
       arrays (several solutions on one axes, one `label`/`style` prefix each).
     - `observations`: optional `(t_obs, y_obs)` drawn as dots, shape `(n, components)`.
     """
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    fig, ax = _subplots(figsize=(7, 4.2), layout="constrained")
     runs = ys if isinstance(ys, (list, tuple)) else [ys]
     tss = ts if isinstance(ts, (list, tuple)) else [ts] * len(runs)
     styles = styles or ["-", "--", ":", "-."]
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for r, (t, y) in enumerate(zip(tss, runs)):
         y = np.asarray(y).reshape(len(t), -1)
         for j in range(y.shape[1]):
@@ -103,10 +108,10 @@ def phase_portrait(
     field = jax.vmap(lambda y: f(t, y, args))(states)
     u, v = (np.asarray(field[:, i]).reshape(mx.shape) for i in range(2))
     speed = np.hypot(u, v)
-    fig, ax = plt.subplots(figsize=(6, 5.2), layout="constrained")
+    fig, ax = _subplots(figsize=(6, 5.2), layout="constrained")
     # the upper part of "Blues": slow regions stay visible on white
     cmap = matplotlib.colors.LinearSegmentedColormap.from_list(
-        "speed", plt.get_cmap("Blues")(np.linspace(0.3, 1.0, 256)))
+        "speed", matplotlib.colormaps["Blues"](np.linspace(0.3, 1.0, 256)))
     stream = ax.streamplot(gx, gy, u, v, color=speed, cmap=cmap, density=1.2,
                            linewidth=0.8, arrowsize=0.9)
     fig.colorbar(stream.lines, ax=ax, label="speed |f|", shrink=0.8)
@@ -138,7 +143,7 @@ def losses(history, *, title: str = "", xlabel: str = "step",
       when every value is positive. Non-finite values are left out of the axis range.
     """
     curves = history if isinstance(history, dict) else {"loss": history}
-    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    fig, ax = _subplots(figsize=(6.5, 4), layout="constrained")
     positive = True
     for name, values in curves.items():
         values = np.asarray(values, dtype=float).reshape(-1)
@@ -173,7 +178,7 @@ def forecasts(
     - `losses`: name -> loss per training step (drawn on a log scale on top).
     """
     rows = 3 if losses else 2
-    fig, axes = plt.subplots(rows, 1, figsize=(8, 2.6 * rows), layout="constrained")
+    fig, axes = _subplots(rows, 1, figsize=(8, 2.6 * rows), layout="constrained")
     axes = list(np.atleast_1d(axes))
     if losses:
         ax = axes.pop(0)
@@ -206,7 +211,7 @@ def gradient_flow(reports: dict, *, title: str = "") -> Figure:
     - `reports`: name -> `jaxode.bptt.GradientFlow`; the verdict joins the label.
       Where a norm underflowed to zero its line stops.
     """
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    fig, ax = _subplots(figsize=(7, 4.2), layout="constrained")
     for i, (name, rep) in enumerate(reports.items()):
         norms = np.asarray(rep.norms, float)[::-1]
         norms = np.where(norms > 0, norms, np.nan)  # underflowed to 0: the line ends
@@ -225,7 +230,7 @@ def window_effect(windows, errors: dict, *, title: str = "") -> Figure:
 
     - `windows`: the window lengths k; `errors`: name -> relative error per k.
     """
-    fig, ax = plt.subplots(figsize=(6.5, 4), layout="constrained")
+    fig, ax = _subplots(figsize=(6.5, 4), layout="constrained")
     for name, err in errors.items():
         ax.semilogy(windows, np.maximum(np.asarray(err), 1e-17), "o-", label=name)
     ax.set_xlabel("window k (pre-activations each loss reaches back)")
@@ -236,7 +241,7 @@ def window_effect(windows, errors: dict, *, title: str = "") -> Figure:
     return fig
 
 
-# ----- neural ODEs: NFE curves and 2-D densities (seed 004)
+# ----- neural ODEs: NFE curves and 2-D densities
 
 
 def nfe_curves(
@@ -253,7 +258,7 @@ def nfe_curves(
     - `curves`: label -> sequence of NFE values, e.g. `{"forward": [...],
       "backward": [...]}`; all drawn against `xs` (default `1, 2, ...`).
     """
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    fig, ax = _subplots(figsize=(6, 4), layout="constrained")
     for label, values in curves.items():
         values = np.asarray(values, dtype=float)
         x = np.arange(1, len(values) + 1) if xs is None else np.asarray(xs)
@@ -276,7 +281,7 @@ def nfe_vs_tolerance(
 ) -> Figure:
     """Forward NFE against the solver tolerance (log x), with the test error on a
     second axis when `errors` (in percent) is given: depth traded for accuracy."""
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    fig, ax = _subplots(figsize=(6, 4), layout="constrained")
     ax.plot(tolerances, nfe, "o-", color="C0", label="forward NFE")
     ax.set_xscale("log")
     ax.set_xlabel("tolerance (rtol = atol)")
@@ -300,7 +305,7 @@ def densities2d(
     """Side-by-side 2-D panels, each `(title, content)` where content is either an
     `(n, 2)` array of points (scatter) or a tuple `(xx, yy, density)` of grids
     (image of the density)."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8),
+    fig, axes = _subplots(1, len(panels), figsize=(3.6 * len(panels), 3.8),
                              layout="constrained")
     axes = np.atleast_1d(axes)
     for ax, (name, content) in zip(axes, panels):
@@ -341,8 +346,8 @@ def fit_curves(
     - `t_obs`: shape `(n,)`; `y_obs`: shape `(n, D)`, NaN where missing.
     - `labels`: one name per component.
     """
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, ax = _subplots(figsize=(7, 4.2), layout="constrained")
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     ys = np.asarray(ys).reshape(len(ts), -1)
     y_obs = np.asarray(y_obs).reshape(len(t_obs), -1)
     for j in range(ys.shape[1]):
@@ -358,7 +363,7 @@ def fit_losses(losses, *, polish_start: int | None = None, title: str = "") -> F
     """The loss curve of a fit on a log scale; `polish_start` marks the iteration
     where the Levenberg–Marquardt polish begins."""
     losses = np.asarray(losses, dtype=float)
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    fig, ax = _subplots(figsize=(7, 4.2), layout="constrained")
     it = np.arange(1, len(losses) + 1)
     if polish_start is not None and 0 < polish_start < len(losses):
         ax.semilogy(it[:polish_start], losses[:polish_start], lw=1.5,

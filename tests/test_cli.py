@@ -11,6 +11,7 @@ import pytest
 
 from jaxode.demos import _OPS as OPS
 
+import jaxode as jo
 from jaxode import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,6 +174,13 @@ def test_a_demo_that_misses_a_target_exits_with_status_1(monkeypatch, capsys):
         captured.err)
     module.run = lambda out, quick: {"targets": report([Target("x", 1, "<", 2)])}
     assert cli.main(["demo", "missing", "--quick", "--out", "."]) == 0
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"jaxode {jo.__version__}"
 
 
 def test_no_command_or_no_demo_name_says_what_to_type(capsys):

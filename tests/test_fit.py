@@ -385,3 +385,17 @@ def test_rounding_to_whole_animals_alone_limits_a1_to_about_4_percent():
     a1_err = abs(float(rounded.params["a1"]) / 1e-4 - 1)
     assert 0.035 < a1_err < 0.055
     assert 0.04 < float(rounded.stderr["a1"]) / 1e-4 < 0.1
+
+
+def test_result_keeps_the_order_of_params0_and_gives_plain_floats():
+    ts, ys = competition_observations()
+    res = jaxode.fit(competition, SEED_GUESS, ts=ts, ys=ys, y0=ys[0], positive=True,
+                     solver=jaxode.Euler(), dt=0.1, steps=300, progress=False)
+    assert list(res.params) == list(SEED_GUESS) == list(res.stderr)
+    ci = res.confint(0.95)
+    assert list(ci) == list(SEED_GUESS)
+    lo, hi = ci["a1"]
+    assert type(lo) is float and type(hi) is float and lo < 1e-4 < hi
+    table = repr(res).splitlines()
+    assert [line.split()[0] for line in table[2:]] == list(SEED_GUESS)
+    assert "95 % interval" in table[1] and f"[{lo:.4g}, {hi:.4g}]" in table[4]

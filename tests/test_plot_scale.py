@@ -1,5 +1,8 @@
 """plot.phase_portrait and plot.losses draw what they are given."""
 
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -41,3 +44,17 @@ def test_losses_log_scale_and_several_curves():
     assert ax.get_legend() is not None
     fig = plot.losses(np.array([1.0, -0.5, 0.2]))  # a negative loss: linear axis
     assert fig.axes[0].get_yscale() == "linear"
+
+
+def test_importing_plot_keeps_the_users_backend_and_pyplot_untouched(tmp_path):
+    code = (
+        "import matplotlib; matplotlib.use('svg')\n"
+        "import sys, numpy as np, jaxode.plot as P\n"
+        "fig = P.losses({'train': np.linspace(1.0, 0.1, 20)})\n"
+        f"fig.savefig({str(tmp_path / 'l.png')!r})\n"
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "l.png").read_bytes()[:4] == b"\x89PNG"

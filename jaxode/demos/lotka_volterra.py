@@ -7,10 +7,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from .. import plot
+from .. import Euler, fit, plot
 from . import Target, report
-from .._fit import fit
-from .._solvers import Euler
 from ..data import COMPETITION_PARAMS, competition, competition_observations
 
 NAMES = ("r1", "r2", "a1", "a2", "iN1", "iN2")

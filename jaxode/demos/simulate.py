@@ -6,11 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import plot
+from .. import Euler, ensemble, plot, solve
 from . import Target, report
-from .._ensemble import ensemble
-from .._solve import solve
-from .._solvers import Euler
 from ..data import COMPETITION_PARAMS, COMPETITION_Y0, competition, competition_observations
 
 

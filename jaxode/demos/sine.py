@@ -8,12 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import plot
+from .. import forecast, plot, train
 from . import Target, report
-from .._train import train
 from ..data import noisy_sine, sliding_windows
 from ..nn import Forecaster, LSTMCell, RNNCell
-from ..nn._forecast import forecast
 
 WINDOW, HIDDEN, SPLIT, HORIZON = 10, 12, 320, 80
 TARGET_SINGLE, TARGET_ROLLOUT = 0.08, 0.3
