@@ -90,8 +90,6 @@ def test_rosenbrock23_works_under_vmap_grad_and_ensemble():
     np.testing.assert_allclose(batched, looped, rtol=1e-10)
     ens = jo.ensemble(f, y0s, ts, 1e3, solver="rosenbrock23", rtol=1e-8, atol=1e-8)
     np.testing.assert_allclose(ens.ys, batched, rtol=1e-10)
-    ref = jo.solve(f, y0s[0], ts, 1e3, solver="kvaerno5", rtol=1e-10, atol=1e-10).ys
-    np.testing.assert_allclose(batched[0], ref, atol=1e-6)
     # gradient with respect to the stiffness, against central differences
     loss = jax.jit(lambda k: jnp.sum(run(y0s[1], k)[-1] ** 2))
     g = jax.grad(loss)(50.0)
