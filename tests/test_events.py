@@ -177,5 +177,10 @@ def test_ensemble_reports_each_members_event_time():
     np.testing.assert_allclose(ens.t_event[:3], np.sqrt(2 * heights[:3] / G),
                                atol=1e-8)
     assert np.isinf(ens.t_event[3]) and ens.t_event.shape == (4,)
+    fixed = jo.ensemble(fall, y0s, jnp.linspace(0.0, 5.0, 6), G, solver="rk4",
+                        dt=0.01, event=ground)
+    np.testing.assert_allclose(fixed.t_event[:3], np.sqrt(2 * heights[:3] / G),
+                               atol=1e-8)
+    assert np.isinf(fixed.t_event[3])
     with pytest.raises(ValueError, match="`dense=True` is not available from"):
         jo.ensemble(fall, y0s, jnp.linspace(0.0, 5.0, 6), G, dense=True)

@@ -34,6 +34,7 @@ def _scipy(f, y0, ts, args):
 
 
 @pytest.mark.parametrize("solver", ["tsit5", "dopri5", "dopri8", "bosh3", "kvaerno5"])
+@pytest.mark.filterwarnings("ignore:jaxode.solve. the stiff solver")  # float32, 1e-6
 def test_adaptive_matches_scipy_dop853(solver, dtype):
     ts = jnp.linspace(0.0, 15.0, 16)
     y0 = jnp.array([10.0, 5.0])
