@@ -422,16 +422,22 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
 # ------------------------------------------------------------------ front door
 
 
-def _check_vector_field(f: VectorField, y0: Y, ts: jax.Array, args: Args) -> None:
+def _output_shape(name: str, fn: Callable, t, y0: Y, args: Args) -> Any:
+    """The output shapes of the user's `fn(t, y0, args)`, or a `ValueError` that
+    names `fn` when it fails to trace."""
     try:
         # filter_eval_shape: `args` may hold non-array leaves (an eqx.Module with
         # an activation function); the lambda: jax.eval_shape takes a callable with
         # a `trace` attribute (an eqx.Module field named `trace`) for a jitted one
-        out = eqx.filter_eval_shape(lambda t, y, a: f(t, y, a), ts[0], y0, args)
-    except Exception as e:  # the user's f failed to trace: say where
+        return eqx.filter_eval_shape(lambda t, y, a: fn(t, y, a), t, y0, args)
+    except Exception as e:  # the user's function failed to trace: say where
         raise ValueError(
-            f"`f` failed when called as f(t, y0, args): {type(e).__name__}: {e}"
-        ) from e
+            f"`{name}` failed when called as {name}(t, y0, args): "
+            f"{type(e).__name__}: {e}") from e
+
+
+def _check_vector_field(f: VectorField, y0: Y, ts: jax.Array, args: Args) -> None:
+    out = _output_shape("f", f, ts[0], y0, args)
     expected = jax.eval_shape(lambda y: y, y0)
     check_same_structure("f", out, expected, "y0")
 
@@ -615,11 +621,7 @@ def _check_event_and_dense(event, dense, adjoint, y0, ts, args):
             "'direct'.")
     if event is None:
         return
-    try:
-        out = eqx.filter_eval_shape(lambda t, y, a: event(t, y, a), ts[0], y0, args)
-    except Exception as e:
-        raise ValueError(f"`event` failed when called as event(t, y0, args): "
-                         f"{type(e).__name__}: {e}") from e
+    out = _output_shape("event", event, ts[0], y0, args)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != () or not (
             jnp.issubdtype(out.dtype, jnp.floating) or out.dtype == jnp.bool_):
         got = (f"{out.dtype}{list(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct)
