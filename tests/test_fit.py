@@ -298,7 +298,7 @@ def lin(t, y, p):
 @pytest.mark.parametrize("change, match", [
     (dict(ts=np.array([0.0, 0.5, 0.4, 1.0])), "`ts` must be strictly increasing"),
     (dict(t0=0.5), "before the start time `t0`"),
-    (dict(ys=np.ones((4, 3))), r"`y0` has shape \(2,\).*\(3,\)"),
+    (dict(ys=np.ones((4, 3))), "`ys` has 3 columns but `y0` has 2 states"),
     (dict(ys=np.ones((5, 2))), r"`ys` has shape \(5, 2\)"),
     (dict(mask=np.ones((4, 3), bool)), r"`mask` has shape \(4, 3\)"),
     (dict(mask=np.ones((4, 2))), "`mask` must be boolean"),

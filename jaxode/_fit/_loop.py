@@ -1,0 +1,227 @@
+"""The compiled optimiser loop of `fit`.
+
+Every iteration evaluates the predictions and their Jacobian in `v` once (forward
+mode by default), and from them the objective, its gradient and its Fisher
+(Gauss–Newton) matrix `Jᵀ W J`. The first `steps` iterations take optax steps on the
+gradient (a non-finite loss sends the point back to the last finite one with half the
+step); the rest are damped Gauss–Newton steps from the best point: Levenberg–
+Marquardt for least squares, Fisher scoring for the other likelihoods. Starts are
+vmapped; the loop runs in chunks so that a progress bar can follow it.
+"""
+
+import math
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.lax as lax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+import optax
+
+from . import _shooting
+from ._problem import Problem
+
+MAX_BAD = 40  # non-finite steps without progress (each halving the step) before stopping
+CHUNKS = 25  # progress-bar updates per run
+
+
+class LoopState(eqx.Module):
+    v: jax.Array  # the point evaluated next
+    opt_state: Any
+    good_v: jax.Array  # the last point with a finite loss, and its optimiser state
+    good_opt_state: Any
+    factor: jax.Array  # step multiplier: halved after a non-finite loss
+    bad: jax.Array  # non-finite losses since the loss last improved
+    stopped: jax.Array
+    best_v: jax.Array  # the lowest loss seen, with what was computed there
+    best_loss: jax.Array
+    best_grad: jax.Array
+    best_info: jax.Array
+    best_pred: jax.Array
+    best_jac: jax.Array
+    lam: jax.Array  # damping of the Gauss–Newton steps
+
+
+class Loop(eqx.Module):
+    prob: Problem
+    lo: jax.Array  # bounds of v
+    hi: jax.Array
+    optimizer: Any
+    phase: str = eqx.field(static=True)  # "single" or "shoot"
+    steps: int = eqx.field(static=True)
+    total: int = eqx.field(static=True)
+    chunk: int = eqx.field(static=True)
+    jac_mode: str = eqx.field(static=True)
+
+    # -- what one iteration computes
+    def predict(self, v):
+        if self.phase == "shoot":
+            return jnp.concatenate(_shooting.predict(self.prob, v))
+        return self.prob.predict(v)
+
+    def _penalty(self, i):
+        return 10.0 ** (3.0 * jnp.minimum(1.0, i / max(1, self.steps - 1)))
+
+    def objective(self, pred, v, i):
+        prob = self.prob
+        n = prob.data.size
+        value = prob.loss(pred[:n], v[: prob.n_v])
+        if self.phase == "shoot":
+            d = pred[n:]
+            if prob.mode == "ls":
+                value = value + self._penalty(i) * jnp.sum(d * d) / jnp.sum(
+                    prob.observed)
+            else:
+                d = d / prob.shooting.s_scale.reshape(-1)
+                value = value + self._penalty(i) * jnp.sum(d * d)
+        return value
+
+    def weights(self, pred, v, i):
+        prob = self.prob
+        n = prob.data.size
+        w = prob.weight(pred[:n], v[: prob.n_v])
+        if self.phase == "shoot":
+            if prob.mode == "ls":
+                wd = 2 * self._penalty(i) / jnp.sum(prob.observed)
+                wd = jnp.full(pred.size - n, wd)
+            else:
+                wd = 2 * self._penalty(i) / prob.shooting.s_scale.reshape(-1) ** 2
+            w = jnp.concatenate([w, wd])
+        return w
+
+    def evaluate(self, v, i):
+        """Loss, gradient, Fisher matrix, predictions and their Jacobian at `v`."""
+        jacobian = jax.jacfwd if self.jac_mode == "fwd" else jax.jacrev
+        both = lambda v: (self.predict(v),) * 2  # noqa: E731
+        jac, pred = jacobian(both, has_aux=True)(v)
+        loss, (g_pred, g_v) = jax.value_and_grad(self.objective, argnums=(0, 1))(
+            pred, v, i)
+        grad = jac.T @ g_pred + g_v
+        w = self.weights(pred, v, i)
+        info = jac.T @ (w[:, None] * jac) + jax.hessian(self.objective, argnums=1)(
+            pred, v, i)
+        return loss, grad, info, pred, jac
+
+    # -- one iteration
+    def step(self, state: LoopState, i, free):
+        active = (i < self.total) & ~state.stopped
+        loss, grad, info, pred, jac = self.evaluate(state.v, i)
+        finite = (jnp.isfinite(loss) & jnp.all(jnp.isfinite(grad))
+                  & jnp.all(jnp.isfinite(info)) & jnp.all(jnp.isfinite(jac)))
+        better = finite & (loss < state.best_loss)
+        sel = lambda c, a, b: jtu.tree_map(  # noqa: E731
+            lambda x, y: jnp.where(c, x, y), a, b)
+        best = sel(better, (state.v, loss, grad, info, pred, jac),
+                   (state.best_v, state.best_loss, state.best_grad, state.best_info,
+                    state.best_pred, state.best_jac))
+        best_v, best_loss, best_grad, best_info, best_pred, best_jac = best
+
+        # optimiser step from a finite point; from a non-finite one, back to the last
+        # finite point with half the step
+        g = jnp.where(finite, grad, 0.0) * free
+        updates, new_opt = self.optimizer.update(g, state.opt_state, state.v)
+        v_opt = sel(finite, jnp.clip(state.v + state.factor * updates * free,
+                                     self.lo, self.hi), state.good_v)
+        opt_state = sel(finite, new_opt, state.good_opt_state)
+        good_v = sel(finite, state.v, state.good_v)
+        good_opt = sel(finite, state.opt_state, state.good_opt_state)
+        factor = jnp.where(finite, jnp.minimum(1.0, state.factor * 1.25),
+                           state.factor * 0.5)
+        bad = jnp.where(better, 0, state.bad + jnp.where(finite, 0, 1))
+
+        # damped Gauss–Newton step from the best point (fixed coordinates stay)
+        in_gn = i >= self.steps
+        lam = jnp.where(in_gn & (i > self.steps),
+                        jnp.where(better, state.lam / 3, state.lam * 2), state.lam)
+        lam = jnp.clip(lam, 1e-12, 1e12)
+        d = jnp.abs(jnp.diag(best_info))
+        a = best_info + jnp.diag(lam * d + 1e-14 * (jnp.max(d) + 1.0))
+        both_free = free[:, None] * free[None, :]
+        a = jnp.where(both_free > 0, a, jnp.eye(a.shape[0], dtype=a.dtype))
+        chol = jax.scipy.linalg.cho_factor(a)
+        dv = jax.scipy.linalg.cho_solve(chol, -best_grad * free) * free
+        v_gn = jnp.clip(best_v + jnp.where(jnp.all(jnp.isfinite(dv)), dv, 0.0),
+                        self.lo, self.hi)
+
+        v = jnp.where(in_gn, v_gn, v_opt)
+        stopped = state.stopped | ((bad > MAX_BAD) & ~in_gn) | ((i == 0) & ~finite)
+        new = LoopState(v, opt_state, good_v, good_opt, factor, bad, stopped, best_v,
+                        best_loss, best_grad, best_info, best_pred, best_jac, lam)
+        new = jtu.tree_map(lambda x, y: jnp.where(active, x, y), new, state)
+        shown = jnp.where(in_gn, best_loss, loss)
+        return new, jnp.where(active, shown, jnp.nan)
+
+    def init(self, v):
+        loss, grad, info, pred, jac = jax.eval_shape(self.evaluate, v, 0)
+        opt_state = self.optimizer.init(v)
+        zeros = lambda s: jnp.zeros(s.shape, s.dtype)  # noqa: E731
+        return LoopState(v, opt_state, v, opt_state, jnp.asarray(1.0, v.dtype),
+                         jnp.asarray(0), jnp.asarray(False), v,
+                         jnp.asarray(jnp.inf, v.dtype), zeros(grad), zeros(info),
+                         zeros(pred), zeros(jac), jnp.asarray(1e-3, v.dtype))
+
+    def run(self, state, start, free):
+        return lax.scan(lambda s, i: self.step(s, i, free), state,
+                        start + jnp.arange(self.chunk))
+
+
+@eqx.filter_jit
+def _init(loop: Loop, v0):
+    return jax.vmap(loop.init)(v0)
+
+
+@eqx.filter_jit
+def _run(loop: Loop, state, start, free):
+    return jax.vmap(lambda s, fr: loop.run(s, start, fr))(state, free)
+
+
+@eqx.filter_jit
+def evaluate(loop: Loop, v):
+    """`Loop.evaluate` at one point, compiled (for statistics after the run)."""
+    return loop.evaluate(v, loop.total)
+
+
+def make_loop(prob, phase, optimizer, steps, n_polish, jac_mode, lo, hi):
+    total = max(1, steps + n_polish)
+    chunk = max(1, math.ceil(total / CHUNKS))
+    return Loop(prob, jnp.asarray(lo), jnp.asarray(hi), optimizer, phase, steps,
+                total, chunk, jac_mode)
+
+
+def run_loop(loop: Loop, v0, free=None, bar=None):
+    """Run the loop from starts `v0` (leading axis); returns the final state and the
+    per-iteration losses, shape `(starts, iterations)`."""
+    if free is None:
+        free = jnp.ones_like(v0)
+    state = _init(loop, v0)
+    pieces = []
+    for start in range(0, loop.total, loop.chunk):
+        state, losses = _run(loop, state, jnp.asarray(start), free)
+        pieces.append(np.asarray(losses))
+        if bar is not None:
+            bar.update(min(loop.chunk, loop.total - start))
+            best = np.asarray(state.best_loss)
+            if np.isfinite(best).any():
+                bar.set_postfix(loss=f"{np.min(best[np.isfinite(best)]):.4g}")
+        if bool(np.all(np.asarray(state.stopped))):
+            break
+    return state, np.concatenate(pieces, axis=1)[:, : loop.total]
+
+
+def default_optimizer(steps: int) -> optax.GradientTransformation:
+    return _default_optimizer(int(steps))
+
+
+_OPTIMIZERS: dict = {}
+
+
+def _default_optimizer(steps):
+    # one object per step count, so that the compiled loop is reused across fits
+    if steps not in _OPTIMIZERS:
+        schedule = optax.warmup_cosine_decay_schedule(
+            init_value=1e-3, peak_value=0.05, warmup_steps=max(1, steps // 20),
+            decay_steps=max(2, steps), end_value=1e-4)
+        _OPTIMIZERS[steps] = optax.adam(schedule)
+    return _OPTIMIZERS[steps]

@@ -1,0 +1,165 @@
+"""The fit problem as an `equinox.Module`: data arrays are its dynamic fields, so the
+compiled loop (keyed by `equinox.filter_jit`) is reused when only values change; the
+model's structure (vector field, observation function, solver, time grids) is static.
+
+The optimiser works on one flat vector `v`:
+`[parameters on their scales | fitted initial states | log noise parameters]`
+(multiple shooting appends the segment start states).
+"""
+
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.tree_util as jtu
+import numpy as np
+
+from .._solve import solve
+from .._solvers import AbstractStepper
+from ._data import ParamSpec, from_u
+from ._likelihood import NoiseModel
+
+
+class GroupData(eqx.Module):
+    """One group of trajectories sharing their times (see `_data.Group`)."""
+
+    grid: tuple = eqx.field(static=True)  # t0 then the observation times
+    obs_index: tuple = eqx.field(static=True)  # positions of the observations in grid
+    t_obs: jax.Array
+    y0: jax.Array  # (B, D)
+    y0_unit: jax.Array  # fitted initial states are optimised in units of |y0|
+    args: Any
+
+
+def resolve_args(params, args):
+    """What `f` and `h` receive as their third argument: the parameters, merged with
+    an experiment's known `args` (a string in `args` names a fitted parameter)."""
+    if args is None:
+        return params
+    if isinstance(params, dict):
+        def lookup(a):
+            if isinstance(a, str):
+                return params[a]
+            return a
+        args = jtu.tree_map(lookup, args)
+        if isinstance(args, dict):
+            return {**params, **args}
+    return (params, args)
+
+
+class Problem(eqx.Module):
+    f: Callable
+    h: Callable | None
+    solver: Any
+    solve_kwargs: dict
+    kind: jax.Array  # parameter scales, see _data.ParamSpec
+    unit: jax.Array
+    groups: tuple
+    data: jax.Array  # all observations, flat (unobserved entries hold a safe 1.0)
+    observed: jax.Array  # flat bool
+    column: jax.Array  # flat observable index of each entry
+    sigma_known: jax.Array | None
+    noise: NoiseModel = eqx.field(static=True)
+    mode: str = eqx.field(static=True)  # "ls", "known", "estimate", "none"
+    treedef: Any = eqx.field(static=True)
+    shapes: tuple = eqx.field(static=True)
+    dtype: Any = eqx.field(static=True)
+    n_cols: int = eqx.field(static=True)
+    n_p: int = eqx.field(static=True)
+    n_y0: int = eqx.field(static=True)
+    n_noise: int = eqx.field(static=True)
+    fit_y0: bool = eqx.field(static=True)
+    adjoint: Any = eqx.field(static=True)
+    shooting: Any = None  # a _shooting.Segments when shooting
+
+    @property
+    def n_v(self) -> int:
+        return self.n_p + self.n_y0 + self.n_noise
+
+    # -- the flat vector
+    def split(self, v):
+        """`v` -> (natural parameter values, list of y0 per group, log noise)."""
+        spec = ParamSpec(None, self.kind, self.unit, None, None, None)
+        flat = from_u(spec, v[: self.n_p], jnp)
+        y0s, i = [], self.n_p
+        for g in self.groups:
+            if self.fit_y0:
+                n = g.y0.size
+                y0s.append(v[i: i + n].reshape(g.y0.shape) * g.y0_unit)
+                i += n
+            else:
+                y0s.append(g.y0)
+        s = v[self.n_p + self.n_y0: self.n_v]
+        return flat, y0s, s
+
+    def unflatten(self, flat):
+        out, i = [], 0
+        for shape in self.shapes:
+            n = int(np.prod(shape))
+            out.append(flat[i: i + n].reshape(shape).astype(self.dtype))
+            i += n
+        return jtu.tree_unflatten(self.treedef, out)
+
+    # -- the model
+    def solve_group(self, g, params, y0, grid, throw=False, adjoint=None):
+        p = resolve_args(params, g.args)
+        kwargs = dict(self.solve_kwargs)
+        if isinstance(self.solver, AbstractStepper):
+            kwargs.setdefault("adjoint", "direct")  # a plain scan: both modes work
+        elif adjoint is not None:
+            kwargs.setdefault("adjoint", adjoint)
+
+        def one(y):
+            return solve(self.f, y, np.asarray(grid), p, solver=self.solver,
+                         throw=throw, **kwargs).ys
+
+        return jax.vmap(one)(y0)  # (B, len(grid), D)
+
+    def observe(self, g, params, ts, states):
+        """States `(B, T, D)` at times `ts` -> observables `(B, T, K)`."""
+        if self.h is None:
+            return states
+        p = resolve_args(params, g.args)
+        return jax.vmap(jax.vmap(lambda t, y: jnp.asarray(self.h(t, y, p)),
+                                 in_axes=(0, 0)), in_axes=(None, 0))(ts, states)
+
+    def predict(self, v):
+        """All predicted observables, flat in the order of `data`."""
+        flat, y0s, _ = self.split(v)
+        params = self.unflatten(flat)
+        out = []
+        for g, y0 in zip(self.groups, y0s):
+            ys = self.solve_group(g, params, y0, g.grid, adjoint=self.adjoint)
+            ys = ys[:, np.asarray(g.obs_index)]
+            out.append(self.observe(g, params, g.t_obs, ys).reshape(-1))
+        return jnp.concatenate(out)
+
+    # -- the likelihood
+    def log_scale(self, v):
+        """Log noise parameter of every entry."""
+        if self.mode == "estimate":
+            s = v[self.n_p + self.n_y0: self.n_v]
+        elif self.mode == "known":
+            s = jnp.log(self.sigma_known)
+        else:
+            s = jnp.zeros(self.n_cols, v.dtype)
+        return s[self.column]
+
+    def loss(self, mu, v):
+        """The objective: mean squared residual (least squares) or total negative
+        log-likelihood, over the observed entries."""
+        n = jnp.sum(self.observed)
+        if self.mode == "ls":
+            r = self.noise.residual(self.data, mu)
+            return jnp.sum(jnp.where(self.observed, r * r, 0.0)) / n
+        nll = self.noise.nll(self.data, mu, self.log_scale(v))
+        return jnp.sum(jnp.where(self.observed, nll, 0.0))
+
+    def weight(self, mu, v):
+        """Fisher weight of each prediction (the curvature of `loss` in `mu`)."""
+        if self.mode == "ls":
+            w = 2.0 * self.noise.fisher(mu, 0.0) / jnp.sum(self.observed)
+        else:
+            w = self.noise.fisher(mu, self.log_scale(v))
+        return jnp.where(self.observed, w, 0.0)
