@@ -24,6 +24,8 @@ def _pos(mu):
 
 
 class NoiseModel:
+    # `curvature(y, mu, s)`: the weight Gauss–Newton steps use; the Fisher weight,
+    # except where the likelihood has kinks
     """One observation's likelihood. `estimated`: the model has a noise parameter
     that is fitted (one per observable); `least_squares`: with `sigma=None` the
     model is plain least squares on `residual` with sigma pooled afterwards."""
@@ -34,6 +36,9 @@ class NoiseModel:
     counts = False
     positive_data = False
     least_squares = False
+
+    def curvature(self, y, mu, s):
+        return self.fisher(mu, s)
 
     def check(self, ys: np.ndarray, observed: np.ndarray, where: str) -> None:
         data = ys[observed]
@@ -88,6 +93,11 @@ class Laplace(NoiseModel):
 
     def fisher(self, mu, s):
         return jnp.exp(-2 * s) + 0 * mu
+
+    def curvature(self, y, mu, s):
+        # iteratively reweighted least squares for |r|: weight 1 / (b |r|)
+        r = jnp.abs(y - mu)
+        return jnp.exp(-s) / jnp.maximum(r, 1e-6 * (jnp.abs(y) + 1.0))
 
 
 class Poisson(NoiseModel):

@@ -81,7 +81,7 @@ class Loop(eqx.Module):
     def weights(self, pred, v, i):
         prob = self.prob
         n = prob.data.size
-        w = prob.weight(pred[:n], v[: prob.n_v])
+        w = prob.weight(pred[:n], v[: prob.n_v], fisher=False)
         if self.phase == "shoot":
             if prob.mode == "ls":
                 wd = 2 * self._penalty(i) / jnp.sum(prob.observed)

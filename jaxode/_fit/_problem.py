@@ -156,10 +156,17 @@ class Problem(eqx.Module):
         nll = self.noise.nll(self.data, mu, self.log_scale(v))
         return jnp.sum(jnp.where(self.observed, nll, 0.0))
 
-    def weight(self, mu, v):
-        """Fisher weight of each prediction (the curvature of `loss` in `mu`)."""
+    def weight(self, mu, v, fisher=True):
+        """Fisher weight of each prediction (the expected curvature of `loss` in
+        `mu`); with `fisher=False` the curvature Gauss–Newton steps use."""
+        s = 0.0 if self.mode == "ls" else self.log_scale(v)
+        w = (self.noise.fisher(mu, s) if fisher
+             else self.noise.curvature(self.data, mu, s))
         if self.mode == "ls":
-            w = 2.0 * self.noise.fisher(mu, 0.0) / jnp.sum(self.observed)
-        else:
-            w = self.noise.fisher(mu, self.log_scale(v))
+            w = 2.0 * w / jnp.sum(self.observed)
         return jnp.where(self.observed, w, 0.0)
+
+    def information(self, mu, jac, v):
+        """The Fisher information `Jᵀ W J` plus the noise parameters' block."""
+        w = self.weight(mu, v)
+        return jac.T @ (w[:, None] * jac) + jax.hessian(self.loss, argnums=1)(mu, v)

@@ -82,7 +82,8 @@ class FitResult:
         out = np.empty_like(np.asarray(v, np.float64))
         out[:n_p] = _stats.natural(ctx.spec.kind, ctx.spec.unit, v[:n_p])
         out[n_p: n_p + ctx.n_y0] = v[n_p: n_p + ctx.n_y0] * ctx.y0_unit
-        out[n_p + ctx.n_y0:] = np.exp(v[n_p + ctx.n_y0:])
+        with np.errstate(over="ignore"):  # an unbounded interval of a log noise
+            out[n_p + ctx.n_y0:] = np.exp(v[n_p + ctx.n_y0:])
         return out
 
     def confint(self, level: float = 0.95, method: str = "wald") -> Any:
