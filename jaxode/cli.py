@@ -24,6 +24,10 @@ DEMOS: dict[str, tuple[str, str]] = {
     "cnf": ("cnf", "a continuous normalising flow learns a toy 2-D density"),
     "lotka-volterra": ("lotka_volterra", "recover the competition model's six "
                        "parameters from seven observations (jaxode.fit)"),
+    "lynx-hare": ("lynx_hare", "predator-prey model fitted to the Hudson's Bay "
+                  "pelts 1900-1920: log-normal noise, profiles"),
+    "flu": ("flu", "SIR fitted to the 1978 boarding-school influenza outbreak: "
+            "normal vs negative-binomial noise"),
 }
 
 _VERSIONS = ("jax", "jaxlib", "diffrax", "equinox", "optax", "numpy", "torch",

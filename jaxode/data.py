@@ -52,6 +52,73 @@ def competition_observations() -> tuple[np.ndarray, np.ndarray]:
     return ts, ys
 
 
+# ------------------------------------------------------------------- real data sets
+
+LYNX_HARE: tuple[tuple[int, float, float], ...] = (
+    (1900, 30.0, 4.0), (1901, 47.2, 6.1), (1902, 70.2, 9.8), (1903, 77.4, 35.2),
+    (1904, 36.3, 59.4), (1905, 20.6, 41.7), (1906, 18.1, 19.0), (1907, 21.4, 13.0),
+    (1908, 22.0, 8.3), (1909, 25.4, 9.1), (1910, 27.1, 7.4), (1911, 40.3, 8.0),
+    (1912, 57.0, 12.3), (1913, 76.6, 19.5), (1914, 52.3, 45.7), (1915, 19.5, 51.1),
+    (1916, 11.2, 29.7), (1917, 7.6, 15.8), (1918, 14.6, 9.7), (1919, 16.2, 10.1),
+    (1920, 24.7, 8.6),
+)
+"""Hudson's Bay Company pelts, `(year, hares, lynxes)` in thousands, 1900–1920.
+
+Source: the pelt counts of the Hudson's Bay Company (C. G. Hewitt, *The Conservation
+of the Wild Life of Canada*, 1921), as tabulated for the Lotka–Volterra case study of
+B. Carpenter, "Predator-Prey Population Dynamics: the Lotka-Volterra model in Stan"
+(2018), whose posterior means are `LYNX_HARE_POSTERIOR`."""
+
+LYNX_HARE_POSTERIOR: dict[str, float] = {
+    "alpha": 0.55, "beta": 0.028, "gamma": 0.80, "delta": 0.024,
+    "hare0": 33.9, "lynx0": 5.9, "sigma": 0.25,
+}
+"""Posterior means of Carpenter's (2018) Lotka–Volterra model with log-normal noise
+on the Hudson's Bay series: `d hare/dt = (alpha − beta·lynx)·hare`,
+`d lynx/dt = (−gamma + delta·hare)·lynx`."""
+
+
+def lotka_volterra(t, y, p):
+    """Predator–prey model, `y = [hare, lynx]`, `p` a dict with `alpha`, `beta`,
+    `gamma`, `delta` (see `LYNX_HARE_POSTERIOR`)."""
+    hare, lynx = y[..., 0], y[..., 1]
+    return jnp.stack([(p["alpha"] - p["beta"] * lynx) * hare,
+                      (-p["gamma"] + p["delta"] * hare) * lynx], axis=-1)
+
+
+def lynx_hare() -> tuple[np.ndarray, np.ndarray]:
+    """The Hudson's Bay series as `(years, ys)`: years `(21,)` and `ys (21, 2)` with
+    columns hares, lynxes (thousands of pelts)."""
+    table = np.array(LYNX_HARE)
+    return table[:, 0], table[:, 1:]
+
+
+INFLUENZA_1978: tuple[int, ...] = (3, 8, 26, 76, 225, 298, 258, 233, 189, 128, 68, 29,
+                                   14, 4)
+"""Boys confined to bed on days 1–14 of the influenza outbreak at an English boarding
+school in January 1978: 763 boys, one ill on day 0. Source: "Influenza in a boarding
+school", *British Medical Journal* 1 (1978) 587; fitted by least squares in J. D.
+Murray, *Mathematical Biology* (β ≈ 1.66, γ ≈ 0.44 per day) and with negative-
+binomial noise in Grinsztajn et al., "Bayesian workflow for disease transmission
+modeling in Stan", *Statistics in Medicine* 40 (2021) (β ≈ 1.73, γ ≈ 0.54, R0 ≈ 3.2)."""
+
+INFLUENZA_1978_N = 763
+
+
+def sir(t, y, p):
+    """SIR epidemic, `y = [S, I, R]` (counts), `p` a dict with `beta`, `gamma` and
+    the population `N`: `S' = −beta·S·I/N`, `I' = beta·S·I/N − gamma·I`,
+    `R' = gamma·I`."""
+    s, i = y[..., 0], y[..., 1]
+    infection = p["beta"] * s * i / p["N"]
+    return jnp.stack([-infection, infection - p["gamma"] * i, p["gamma"] * i], axis=-1)
+
+
+def influenza_1978() -> tuple[np.ndarray, np.ndarray]:
+    """The outbreak as `(days, in_bed)`: days 1–14 and the bed-confined counts."""
+    return np.arange(1.0, 15.0), np.array(INFLUENZA_1978, dtype=float)
+
+
 # ------------------------------------------------------------------ stiff problems
 
 

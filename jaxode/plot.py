@@ -339,12 +339,18 @@ def fit_curves(
     title: str = "",
     xlabel: str = "t",
     ylabel: str = "y",
+    band=None,
+    band_label: str = "95 % prediction band",
+    logy: bool = False,
 ) -> Figure:
     """Fitted trajectories as curves and the observations they were fitted to as dots.
 
     - `ts`: shape `(time,)`; `ys`: the fitted model at `ts`, shape `(time, D)`.
     - `t_obs`: shape `(n,)`; `y_obs`: shape `(n, D)`, NaN where missing.
     - `labels`: one name per component.
+    - `band`: optional `(low, high)`, each shaped like `ys`, drawn as a shaded band
+      (e.g. where 95 % of new observations should fall).
+    - `logy`: a logarithmic y axis.
     """
     fig, ax = _subplots(figsize=(7, 4.2), layout="constrained")
     colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -352,16 +358,22 @@ def fit_curves(
     y_obs = np.asarray(y_obs).reshape(len(t_obs), -1)
     for j in range(ys.shape[1]):
         name = labels[j] if labels is not None else f"y[{j}]"
+        if band is not None:
+            low, high = (np.asarray(b).reshape(len(ts), -1)[:, j] for b in band)
+            ax.fill_between(ts, low, high, color=colors[j % len(colors)], alpha=0.18,
+                            lw=0, label=f"{name}: {band_label}")
         ax.plot(ts, ys[:, j], "-", color=colors[j % len(colors)], lw=2,
                 label=f"{name} (fitted)")
         ax.plot(t_obs, y_obs[:, j], "o", color=colors[j % len(colors)], ms=7,
                 mec="black", label=f"{name} (observed)")
+    if logy:
+        ax.set_yscale("log")
     return _finish(fig, ax, xlabel, ylabel, title)
 
 
 def fit_losses(losses, *, polish_start: int | None = None, title: str = "") -> Figure:
     """The loss curve of a fit on a log scale; `polish_start` marks the iteration
-    where the Levenberg–Marquardt polish begins."""
+    where the Gauss–Newton (Levenberg–Marquardt) polish begins."""
     losses = np.asarray(losses, dtype=float)
     fig, ax = _subplots(figsize=(7, 4.2), layout="constrained")
     it = np.arange(1, len(losses) + 1)
@@ -376,6 +388,65 @@ def fit_losses(losses, *, polish_start: int | None = None, title: str = "") -> F
         ax.semilogy(it, losses, lw=1.5)
     ax.set_xlabel("iteration")
     ax.set_ylabel("mean squared residual")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def profiles(result, names: Sequence[str] | None = None, *, level: float = 0.95,
+             title: str = "") -> Figure:
+    """Profile likelihoods of a fit, one panel per parameter: the likelihood-ratio
+    statistic against the parameter, the χ² threshold at `level` and the interval it
+    cuts out (a flat curve that never reaches the threshold: not identifiable).
+
+    - `result`: a `FitResult` (profiles are computed here) or a list of `Profile`s.
+    - `names`: the parameters to draw; default every parameter of `params`.
+    """
+    if isinstance(result, (list, tuple)):
+        items = list(result)
+    else:
+        names = list(result.params) if names is None and isinstance(
+            result.params, dict) else names
+        if names is None:
+            raise ValueError("`names` is needed when `params` is not a dict.")
+        items = [result.profile(name, level=level) for name in names]
+    fig, axes = _subplots(1, len(items), figsize=(3.3 * len(items), 3.3),
+                          layout="constrained", squeeze=False)
+    for ax, prof in zip(axes[0], items):
+        ax.plot(prof.values, prof.deviance, "-o", ms=3, lw=1.5, label="profile")
+        ax.axhline(prof.threshold, color="gray", ls="--", lw=1,
+                   label=f"χ² {100 * prof.level:g} %")
+        ax.axvline(prof.estimate, color="black", lw=0.8, ls=":")
+        low, high = prof.interval
+        span = [v for v in (low, high) if np.isfinite(v)]
+        if span:
+            ax.axvspan(max(low, prof.values.min()), min(high, prof.values.max()),
+                       color="tab:green", alpha=0.12, label="interval")
+        ax.set_xlabel(prof.name)
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("likelihood-ratio statistic")
+    axes[0][0].legend(frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def waterfall(result, *, title: str = "") -> Figure:
+    """The final objective of every start of a multistart fit, sorted (as in
+    pyPESTO): a plateau of starts at the lowest value suggests the global optimum
+    was found. `result` is a `FitResult` with `starts_losses`, or the losses."""
+    losses = getattr(result, "starts_losses", result)
+    if losses is None:
+        raise ValueError("the fit has one start; pass `multistart=n` to `fit`.")
+    losses = np.sort(np.asarray(losses, dtype=float))
+    fig, ax = _subplots(figsize=(6, 4), layout="constrained")
+    offset = losses - losses[0]
+    floor = max(1e-12, 1e-9 * max(1.0, abs(losses[0])))
+    ax.semilogy(np.arange(1, len(losses) + 1), offset + floor, "o-", ms=5)
+    ax.set_xlabel("start (sorted by final objective)")
+    ax.set_ylabel("final objective − best")
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3, which="both")

@@ -7,6 +7,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -36,8 +37,7 @@ class _Context(NamedTuple):
     y0_unit: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
-    optimizer: Any
-    jac_mode: str
+    loop: Any  # the compiled single-shooting loop, reused by profiles
     dtype: Any
     unflatten: Callable
     predictor: Callable
@@ -145,6 +145,8 @@ def _spread_starts(u0: np.ndarray, dtype, devices) -> jax.Array:
             f"{foreign[0]!r} belongs to process {foreign[0].process_index}. "
             "For several hosts, run one fit per process.")
     if len(devices) == 1 or u0.shape[0] == 1:
+        if devices[0] == jax.devices()[0]:  # the default: leave placement to jit
+            return jnp.asarray(u0, dtype)
         return jax.device_put(jnp.asarray(u0, dtype), devices[0])
     padded = -(-u0.shape[0] // len(devices)) * len(devices)
     u0 = np.concatenate([u0, np.repeat(u0[-1:], padded - u0.shape[0], axis=0)])
@@ -360,7 +362,7 @@ def fit(
     ctx = _Context(prob, spec, prob.n_y0,
                    np.concatenate([np.ravel(np.where(g.y0 != 0, np.abs(g.y0), 1.0))
                                    for g in groups]) if fit_y0 else np.zeros(0),
-                   lo, hi, optimizer, jac_mode, dtype, None, None)
+                   lo, hi, loop, dtype, None, None)
     return _assemble(state, losses, ctx, order, params0, groups, single, n, message,
                      steps, n_starts, data, observed)
 
@@ -398,10 +400,8 @@ def _assemble(state, losses, ctx, order, params0, groups, single, n, message, st
     m = v.size
     dof = n - m
     mode = prob.mode
-    mu_j, v_j = (jnp.asarray(x, prob.data.dtype) for x in (pred, v))
-    weight = np.asarray(prob.weight(mu_j, v_j), np.float64)
-    info = np.asarray(prob.information(mu_j, jnp.asarray(jac, prob.data.dtype), v_j),
-                      np.float64)
+    weight, info = (np.asarray(x, np.float64) for x in _information(
+        prob, *(jnp.asarray(x, prob.data.dtype) for x in (pred, jac, v))))
     converged = not message and _stats.converged(
         grad, info, jac, weight, np.abs(data), loss, mode, prob.dtype)
     if prob.noise.name == "laplace" and not message:
@@ -460,6 +460,12 @@ def _assemble(state, losses, ctx, order, params0, groups, single, n, message, st
         starts_losses=best_loss if n_starts > 1 else None, noise=prob.noise.name,
         mode=mode, _v=v, _se_v=se_v, _se_nat=se, _labels=labels,
         _row_order=row_order, _ctx=ctx)
+
+
+@eqx.filter_jit
+def _information(prob, mu, jac, v):
+    """Fisher weights and the Fisher information at the estimate."""
+    return prob.weight(mu, v), prob.information(mu, jac, v)
 
 
 def _unflatten(prob, flat):

@@ -49,9 +49,9 @@ class Loop(eqx.Module):
     lo: jax.Array  # bounds of v
     hi: jax.Array
     optimizer: Any
+    steps: jax.Array  # optimiser steps, then Gauss–Newton steps up to `total`; both
+    total: jax.Array  # are values, so a profile reuses the fit's compiled loop
     phase: str = eqx.field(static=True)  # "single" or "shoot"
-    steps: int = eqx.field(static=True)
-    total: int = eqx.field(static=True)
     chunk: int = eqx.field(static=True)
     jac_mode: str = eqx.field(static=True)
 
@@ -62,7 +62,7 @@ class Loop(eqx.Module):
         return self.prob.predict(v)
 
     def _penalty(self, i):
-        return 10.0 ** (3.0 * jnp.minimum(1.0, i / max(1, self.steps - 1)))
+        return 10.0 ** (3.0 * jnp.minimum(1.0, i / jnp.maximum(1, self.steps - 1)))
 
     def objective(self, pred, v, i):
         prob = self.prob
@@ -153,14 +153,21 @@ class Loop(eqx.Module):
         shown = jnp.where(in_gn, best_loss, loss)
         return new, jnp.where(active, shown, jnp.nan)
 
+    def n_pred(self) -> int:
+        """Length of the prediction vector (observations, then shooting defects)."""
+        n = self.prob.data.size
+        if self.phase == "shoot":
+            n += self.prob.shooting.s_scale.size
+        return n
+
     def init(self, v):
-        loss, grad, info, pred, jac = jax.eval_shape(self.evaluate, v, 0)
         opt_state = self.optimizer.init(v)
-        zeros = lambda s: jnp.zeros(s.shape, s.dtype)  # noqa: E731
+        m, n = v.shape[0], self.n_pred()
+        zeros = lambda *shape: jnp.zeros(shape, v.dtype)  # noqa: E731
         return LoopState(v, opt_state, v, opt_state, jnp.asarray(1.0, v.dtype),
                          jnp.asarray(0), jnp.asarray(False), v,
-                         jnp.asarray(jnp.inf, v.dtype), zeros(grad), zeros(info),
-                         zeros(pred), zeros(jac), jnp.asarray(1e-3, v.dtype))
+                         jnp.asarray(jnp.inf, v.dtype), zeros(m), zeros(m, m),
+                         zeros(n), zeros(n, m), jnp.asarray(1e-3, v.dtype))
 
     def run(self, state, start, free):
         return lax.scan(lambda s, i: self.step(s, i, free), state,
@@ -177,17 +184,17 @@ def _run(loop: Loop, state, start, free):
     return jax.vmap(lambda s, fr: loop.run(s, start, fr))(state, free)
 
 
-@eqx.filter_jit
-def evaluate(loop: Loop, v):
-    """`Loop.evaluate` at one point, compiled (for statistics after the run)."""
-    return loop.evaluate(v, loop.total)
-
-
 def make_loop(prob, phase, optimizer, steps, n_polish, jac_mode, lo, hi):
     total = max(1, steps + n_polish)
     chunk = max(1, math.ceil(total / CHUNKS))
-    return Loop(prob, jnp.asarray(lo), jnp.asarray(hi), optimizer, phase, steps,
-                total, chunk, jac_mode)
+    return Loop(prob, jnp.asarray(lo), jnp.asarray(hi), optimizer, jnp.asarray(steps),
+                jnp.asarray(total), phase, chunk, jac_mode)
+
+
+def with_steps(loop: Loop, steps: int, n_polish: int) -> Loop:
+    """The same compiled loop, running other step counts."""
+    return eqx.tree_at(lambda lp: (lp.steps, lp.total), loop,
+                       (jnp.asarray(steps), jnp.asarray(max(1, steps + n_polish))))
 
 
 def run_loop(loop: Loop, v0, free=None, bar=None):
@@ -195,19 +202,20 @@ def run_loop(loop: Loop, v0, free=None, bar=None):
     per-iteration losses, shape `(starts, iterations)`."""
     if free is None:
         free = jnp.ones_like(v0)
+    total = int(loop.total)
     state = _init(loop, v0)
     pieces = []
-    for start in range(0, loop.total, loop.chunk):
+    for start in range(0, total, loop.chunk):
         state, losses = _run(loop, state, jnp.asarray(start), free)
         pieces.append(np.asarray(losses))
         if bar is not None:
-            bar.update(min(loop.chunk, loop.total - start))
+            bar.update(min(loop.chunk, total - start))
             best = np.asarray(state.best_loss)
             if np.isfinite(best).any():
                 bar.set_postfix(loss=f"{np.min(best[np.isfinite(best)]):.4g}")
         if bool(np.all(np.asarray(state.stopped))):
             break
-    return state, np.concatenate(pieces, axis=1)[:, : loop.total]
+    return state, np.concatenate(pieces, axis=1)[:, :total]
 
 
 def default_optimizer(steps: int) -> optax.GradientTransformation:

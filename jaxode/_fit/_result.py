@@ -10,7 +10,7 @@ import scipy.stats
 
 from . import _stats
 from ._data import element_labels
-from ._loop import make_loop, run_loop
+from ._loop import run_loop, with_steps
 
 _PROFILE_STEPS = 40  # Gauss–Newton steps at each point of a profile
 
@@ -142,50 +142,52 @@ class FitResult:
         if not 0 < level < 1:
             raise ValueError(f"`level` must be in (0, 1), got {level!r}.")
         ctx = self._ctx
-        v_best = self._v
-        grids = []
         q = _stats.quantile(level, self.mode, self.dof)
+        threshold = float(scipy.stats.chi2.ppf(level, 1))
+        loop = with_steps(ctx.loop, 0, _PROFILE_STEPS)
+        out = []
         for j in index:
             if values is not None:
-                nat = np.sort(np.asarray(values, np.float64).ravel())
-                grid = self._to_u_one(j, nat)
+                grid = self._to_u_one(j, np.sort(np.asarray(values, np.float64).ravel()))
             else:
-                span = min(2 * q * self._se_v[j], 3.0) if np.isfinite(
-                    self._se_v[j]) else 3.0
-                span = max(span, 1e-6 * max(1.0, abs(v_best[j])))
-                grid = v_best[j] + span * np.linspace(-1, 1, n)
-            grids.append(np.clip(grid, ctx.lo[j], ctx.hi[j]))
-        starts = np.repeat(v_best[None], sum(len(g) for g in grids), axis=0)
-        free = np.ones_like(starts)
-        row = 0
-        for j, g in zip(index, grids):
-            starts[row: row + len(g), j] = g
-            free[row: row + len(g), j] = 0.0
-            row += len(g)
-        loop = make_loop(ctx.prob, "single", ctx.optimizer, 0, _PROFILE_STEPS,
-                         ctx.jac_mode, ctx.lo, ctx.hi)
-        dtype = ctx.dtype
-        state, _ = run_loop(loop, jnp.asarray(starts, dtype), jnp.asarray(free, dtype))
-        losses = np.asarray(state.best_loss, np.float64)
-        best = min(self.loss, float(np.nanmin(losses)))
-        if self.mode == "ls":
-            dev = self.n_obs * np.log(losses / best)
-        else:
-            dev = 2.0 * (losses - best)
-        threshold = float(scipy.stats.chi2.ppf(level, 1))
-        out, row = [], 0
-        for j, g in zip(index, grids):
-            d = dev[row: row + len(g)]
-            row += len(g)
-            i_best = int(np.nanargmin(np.where(np.isfinite(d), d, np.nan)))
-            low, high = _stats.crossing(g, d, threshold, i_best)
-            low = ctx.lo[j] if low is None else low
-            high = ctx.hi[j] if high is None else high
-            nat = self._natural_one(j, np.array([low, high]))
-            out.append(_stats.Profile(self._labels[j], self._natural_one(j, g), d,
-                                      float(self._natural_one(j, v_best[j:j + 1])[0]),
-                                      level, threshold, (float(nat[0]), float(nat[1]))))
+                se = self._se_v[j]
+                span = min(2 * q * se, 3.0) if np.isfinite(se) else 3.0
+                span = max(span, 1e-6 * max(1.0, abs(self._v[j])))
+                grid = self._v[j] + span * np.linspace(-1, 1, n)
+            grid = np.clip(grid, ctx.lo[j], ctx.hi[j])
+            losses = self._profile_losses(loop, j, grid)
+            best = min(self.loss, float(np.nanmin(losses)))
+            dev = (self.n_obs * np.log(losses / best) if self.mode == "ls"
+                   else 2.0 * (losses - best))
+            i_best = int(np.nanargmin(np.where(np.isfinite(dev), dev, np.nan)))
+            low, high = _stats.crossing(grid, dev, threshold, i_best)
+            ends = self._natural_one(j, np.array([ctx.lo[j] if low is None else low,
+                                                  ctx.hi[j] if high is None else high]))
+            out.append(_stats.Profile(
+                self._labels[j], self._natural_one(j, grid), dev,
+                float(self._natural_one(j, self._v[j:j + 1])[0]), level, threshold,
+                (float(ends[0]), float(ends[1]))))
         return out
+
+    def _profile_losses(self, loop, j, grid):
+        """The best loss with coordinate `j` held at each grid value: Gauss–Newton
+        steps on the others, walking outwards from the estimate, each point
+        warm-started at its neighbour's solution (the fit's compiled loop)."""
+        ctx = self._ctx
+        free = np.ones((1, self._v.size))
+        free[0, j] = 0.0
+        free = jnp.asarray(free, ctx.dtype)
+        losses = np.full(len(grid), np.nan)
+        centre = int(np.argmin(np.abs(grid - self._v[j])))
+        for direction in (range(centre, len(grid)), range(centre - 1, -1, -1)):
+            v = self._v.copy()
+            for i in direction:
+                v[j] = grid[i]
+                state, _ = run_loop(loop, jnp.asarray(v[None], ctx.dtype), free)
+                losses[i] = float(np.asarray(state.best_loss)[0])
+                if np.isfinite(losses[i]):
+                    v = np.array(state.best_v, np.float64)[0]
+        return losses
 
     def _natural_one(self, j, u):
         v = np.repeat(self._v[None], len(u), axis=0)
