@@ -132,6 +132,13 @@ QUICK_TARGETS = {
     "odenet": [("parameters / ResNet", "<=", 0.3), ("step memory / ResNet", "<=", 0.6),
                ("forward NFE", ">=", 2.0)],
     "cnf": [("nats learned", ">=", 0.15), ("probability mass", ">=", 0.9)],
+    "lynx-hare": [("converged", ">=", 1)] + [
+        (f"{name} relative difference", "<=", 0.05)
+        for name in ("alpha", "beta", "gamma", "delta", "hare0", "lynx0")] + [
+        (f"sigma {s} relative difference", "<=", 0.2) for s in ("hare", "lynx")],
+    "flu": [(f"{noise} {what}", op, bound) for noise in ("normal", "negbinomial")
+            for what, op, bound in (("beta", "<=", 0.03), ("gamma", "<=", 0.05),
+                                    ("R0", "<=", 0.1), ("fit converged", ">=", 1))],
 }
 _TARGET = re.compile(r"^target: (.+): (\S+) (<=|>=|<|>) (\S+) (met|MISSED)$")
 

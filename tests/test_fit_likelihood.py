@@ -263,6 +263,10 @@ def test_a_rate_the_data_cannot_identify_has_a_flat_profile_and_an_open_interval
     prof = res.profile("a")
     assert np.max(prof.deviance) < 1e-3  # flat
     assert prof.interval == (0.0, math.inf)
+    from jaxode import plot
+
+    fig = plot.profiles(res)  # one panel per parameter
+    assert len(fig.axes) == 2 and fig.axes[0].get_xlabel() == "a"
 
 
 BAD = [
