@@ -114,7 +114,7 @@ def test_poisson_mle_and_fisher_error_are_the_closed_form():
 def test_known_sigma_gives_the_normal_likelihood_and_z_intervals():
     rng = np.random.default_rng(2)
     ys = draw("normal", rng)
-    res = fit_decay(ys, "normal", sigma=2.0)
+    res = fit_decay(ys, "normal", sigma=2.0, rtol=1e-10, atol=1e-10)
     assert res.n_params == 2 and np.all(res.sigma == 2.0)
     mu = res.predict(TS, observed=True)
     nll = -scipy.stats.norm.logpdf(ys, mu, 2.0).sum()
@@ -170,7 +170,7 @@ def test_observation_of_a_sum_recovers_both_rates():
     ys = np.asarray(truth[:, :1] + truth[:, 1:])
     res = jaxode.fit(chain, {"k1": 2.0, "k2": 0.3}, ts=ts, ys=ys,
                      y0=np.array([10.0, 0.0]), t0=0.0, observe=total, positive=True,
-                     steps=300, progress=False, rtol=1e-10, atol=1e-10)
+                     steps=100, progress=False, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose([res.params["k1"], res.params["k2"]], [1.3, 0.4],
                                rtol=1e-5)
     assert res.predict(ts, observed=True).shape == (15, 1)
@@ -179,15 +179,15 @@ def test_observation_of_a_sum_recovers_both_rates():
 def test_bounds_hold_the_estimate():
     rng = np.random.default_rng(5)
     ys = draw("normal", rng)
-    res = fit_decay(ys, "normal", sigma=None, bounds={"k": (0.8, 2.0)}, steps=200)
+    res = fit_decay(ys, "normal", bounds={"k": (0.8, 2.0)})
     assert res.params["k"] == pytest.approx(0.8)  # the truth, 0.7, lies outside
-    free = fit_decay(ys, "normal", sigma=None, steps=200)
+    free = fit_decay(ys, "normal")
     assert abs(free.params["k"] - 0.7) < 0.05
 
 
 def test_two_experiments_sharing_a_rate_beat_either_alone():
     rng = np.random.default_rng(6)
-    ts_a, ts_b = np.linspace(0.3, 2.0, 6), np.linspace(1.0, 5.0, 6)
+    ts_a = ts_b = np.linspace(0.5, 4.0, 6)  # one shape: the fits share a compile
 
     def dosed(t, y, p):
         return -p["k"] * y + p["dose"]
@@ -204,7 +204,7 @@ def test_two_experiments_sharing_a_rate_beat_either_alone():
                  args={"dose": 0.0}, t0=0.0),
             dict(ts=ts_b, ys=data(ts_b, 1.0, 2.0), y0=np.array([1.0]),
                  args={"dose": 2.0}, t0=0.0)]
-    kw = dict(positive=True, steps=300, progress=False, sigma=0.2)
+    kw = dict(positive=True, steps=100, progress=False, sigma=0.2)
     both = jaxode.fit(dosed, {"k": 1.0}, experiments=exps, **kw)
     alone = [jaxode.fit(dosed, {"k": 1.0}, experiments=[e], **kw) for e in exps]
     assert abs(both.params["k"] - 0.7) < 0.05

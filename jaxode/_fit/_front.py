@@ -93,7 +93,7 @@ def _build(f, params0, spec, groups, observe, noise, sigma, fit_y0, solver,
         unit = np.where(g.y0 != 0, np.abs(g.y0), 1.0)
         gdata.append(GroupData(tuple(grid.tolist()), tuple(obs_index.tolist()),
                                jnp.asarray(g.ts, dtype), jnp.asarray(g.y0, dtype),
-                               jnp.asarray(unit, dtype), g.args))
+                               jnp.asarray(unit, dtype), _as_arrays(g.args, dtype)))
         data.append(np.where(obs, g.ys, 1.0).reshape(-1))
         observed.append(obs.reshape(-1))
     data, observed = np.concatenate(data), np.concatenate(observed)
@@ -113,6 +113,13 @@ def _build(f, params0, spec, groups, observe, noise, sigma, fit_y0, solver,
         jnp.result_type(*leaves, float), k, spec.flat0.size, n_y0, n_noise, fit_y0,
         adjoint)
     return prob, data, observed
+
+
+def _as_arrays(args, dtype):
+    """Numbers in an experiment's `args` as arrays, so that other values of a dose
+    or a temperature reuse the compiled fit; strings (parameter names) stay."""
+    return jtu.tree_map(lambda a: a if isinstance(a, str) else jnp.asarray(a, dtype),
+                        args)
 
 
 def _initial_v(prob, spec, groups, data, observed):
