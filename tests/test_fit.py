@@ -67,7 +67,8 @@ def test_noiseless_recovery_irregular_times():
     assert rel_err(res.params, DECAY) < 1e-3
     assert res.converged
     assert res.loss < 1e-12
-    assert res.losses.shape == (400,) and res.opt_steps == 300
+    # 300 optimiser steps, then Gauss–Newton steps until they come to rest
+    assert 300 < len(res.losses) <= 400 and res.opt_steps == 300
     pred = res.predict(ts)
     assert pred.shape == ys.shape
     np.testing.assert_allclose(pred, ys, atol=1e-5)

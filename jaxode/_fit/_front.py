@@ -413,10 +413,8 @@ def _assemble(state, losses, ctx, order, params0, groups, single, n, message, st
         grad, info, jac, weight, np.abs(data), loss, mode, prob.dtype)
     if prob.noise.name == "laplace" and not message:
         # the Laplace likelihood has kinks (a median-like optimum): no gradient test;
-        # converged when the polish stopped improving
-        tail = losses[best][steps:][-10:]
-        converged = bool(len(tail) == 10 and np.all(np.isfinite(tail))
-                         and np.ptp(tail) <= 1e-6 * max(1.0, abs(tail[-1])))
+        # converged when the Gauss–Newton steps (reweighted least squares) came to rest
+        converged = bool(np.asarray(state.done)[best])
     cov_v = _stats.covariance_v(mode, info, loss, n, dof)
     se_v = np.sqrt(np.clip(np.diag(cov_v), 0, None))
 

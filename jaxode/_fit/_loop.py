@@ -35,6 +35,7 @@ class LoopState(eqx.Module):
     factor: jax.Array  # step multiplier: halved after a non-finite loss
     bad: jax.Array  # non-finite losses since the loss last improved
     stopped: jax.Array
+    done: jax.Array  # the Gauss–Newton steps have converged: nothing left to do
     best_v: jax.Array  # the lowest loss seen, with what was computed there
     best_loss: jax.Array
     best_grad: jax.Array
@@ -106,7 +107,7 @@ class Loop(eqx.Module):
 
     # -- one iteration
     def step(self, state: LoopState, i, free):
-        active = (i < self.total) & ~state.stopped
+        active = (i < self.total) & ~state.stopped & ~state.done
         loss, grad, info, pred, jac = self.evaluate(state.v, i)
         finite = (jnp.isfinite(loss) & jnp.all(jnp.isfinite(grad))
                   & jnp.all(jnp.isfinite(info)) & jnp.all(jnp.isfinite(jac)))
@@ -147,11 +148,18 @@ class Loop(eqx.Module):
 
         v = jnp.where(in_gn, v_gn, v_opt)
         stopped = state.stopped | ((bad > MAX_BAD) & ~in_gn) | ((i == 0) & ~finite)
-        new = LoopState(v, opt_state, good_v, good_opt, factor, bad, stopped, best_v,
-                        best_loss, best_grad, best_info, best_pred, best_jac, lam)
+        # converged: the next Gauss–Newton step is below the rounding of `v` (or the
+        # damping has grown as far as it goes)
+        tiny = jnp.sqrt(jnp.finfo(v.dtype).eps) * 1e-2 * (1 + jnp.max(jnp.abs(best_v)))
+        done = in_gn & (i > self.steps) & ((jnp.max(jnp.abs(dv)) <= tiny)
+                                           | (lam >= 1e12))
+        new = LoopState(v, opt_state, good_v, good_opt, factor, bad, stopped, done,
+                        best_v, best_loss, best_grad, best_info, best_pred, best_jac,
+                        lam)
         new = jtu.tree_map(lambda x, y: jnp.where(active, x, y), new, state)
         shown = jnp.where(in_gn, best_loss, loss)
-        return new, jnp.where(active, shown, jnp.nan)
+        return new, jnp.where(active, shown, jnp.where(state.done, state.best_loss,
+                                                       jnp.nan))
 
     def n_pred(self) -> int:
         """Length of the prediction vector (observations, then shooting defects)."""
@@ -165,7 +173,7 @@ class Loop(eqx.Module):
         m, n = v.shape[0], self.n_pred()
         zeros = lambda *shape: jnp.zeros(shape, v.dtype)  # noqa: E731
         return LoopState(v, opt_state, v, opt_state, jnp.asarray(1.0, v.dtype),
-                         jnp.asarray(0), jnp.asarray(False), v,
+                         jnp.asarray(0), jnp.asarray(False), jnp.asarray(False), v,
                          jnp.asarray(jnp.inf, v.dtype), zeros(m), zeros(m, m),
                          zeros(n), zeros(n, m), jnp.asarray(1e-3, v.dtype))
 
@@ -213,7 +221,7 @@ def run_loop(loop: Loop, v0, free=None, bar=None):
             best = np.asarray(state.best_loss)
             if np.isfinite(best).any():
                 bar.set_postfix(loss=f"{np.min(best[np.isfinite(best)]):.4g}")
-        if bool(np.all(np.asarray(state.stopped))):
+        if bool(np.all(np.asarray(state.stopped) | np.asarray(state.done))):
             break
     return state, np.concatenate(pieces, axis=1)[:, :total]
 
