@@ -7,7 +7,7 @@ An RNN and an ODE solver are the same object, a pure step function
 import importlib.metadata
 
 from ._ensemble import ensemble as ensemble, member_mesh as member_mesh
-from ._fit import FitResult as FitResult, fit as fit
+from ._fit import FitResult as FitResult, Profile as Profile, fit as fit
 from ._scan import scan as scan
 from ._rosenbrock import Rosenbrock23 as Rosenbrock23
 from ._solve import Solution as Solution, solve as solve

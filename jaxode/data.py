@@ -248,7 +248,13 @@ def digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     **Returns:** `(x_train, y_train, x_test, y_test)`: images `float32` of shape
     `(n, 8, 8)` scaled to `[0, 1]`, labels `int32` of shape `(n,)`.
     """
-    from sklearn.datasets import load_digits
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:  # the core install does not carry scikit-learn
+        raise ImportError(
+            "jaxode.data.digits needs scikit-learn (for its bundled digits), which the "
+            "core install leaves out: pip install 'jaxode[data]' (or 'jaxode[demo]')"
+        ) from e
 
     bunch = load_digits()
     x = (bunch.images / 16.0).astype(np.float32)

@@ -8,9 +8,15 @@ display, and a notebook shows the returned figure.
 
 from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
-from matplotlib.figure import Figure
+
+try:
+    import matplotlib
+    from matplotlib.figure import Figure
+except ImportError as e:  # the core install does not carry matplotlib
+    raise ImportError(
+        "jaxode.plot needs matplotlib, which the core install leaves out: "
+        "pip install 'jaxode[plot]' (or 'jaxode[demo]')") from e
 
 
 def _subplots(*grid, figsize, layout="constrained", **kwargs):

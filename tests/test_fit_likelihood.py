@@ -306,3 +306,21 @@ def test_bad_experiments_and_profile_name():
     res = fit_decay(draw("normal", np.random.default_rng(0)), "normal")
     with pytest.raises(ValueError, match=r"`name`='kk' is not an estimated number"):
         res.profile("kk")
+
+
+def test_a_saved_result_round_trips_its_estimates(tmp_path):
+    res = fit_decay(draw("normal", np.random.default_rng(9)), "normal")
+    path = tmp_path / "fit.pkl"
+    res.save(path)
+    back = jaxode.FitResult.load(path)
+    for name in ("params", "stderr", "sigma", "cov", "losses", "nll", "aic",
+                 "converged"):
+        a, b = getattr(res, name), getattr(back, name)
+        if isinstance(a, dict):
+            assert list(a) == list(b) and all(np.all(a[k] == b[k]) for k in a)
+        else:
+            np.testing.assert_array_equal(a, b)
+    assert back.confint(0.9) == res.confint(0.9) and repr(back) == repr(res)
+    with pytest.raises(RuntimeError, match="loaded from a file"):
+        back.predict(TS)
+    assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left over

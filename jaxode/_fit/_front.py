@@ -2,6 +2,7 @@
 loop and assembles the result."""
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -427,7 +428,7 @@ def _assemble(state, losses, ctx, order, params0, groups, single, n, message, st
         ctx.y0_unit, np.exp(v[n_p + prob.n_y0:])])
     cov = cov_v * np.outer(dnat, dnat)
     se = se_v * np.abs(dnat)
-    unflatten = lambda x: _unflatten(prob, x)  # noqa: E731
+    unflatten = functools.partial(_unflatten, prob.treedef, prob.shapes, prob.dtype)
     params = in_order_of(order, unflatten(flat))
     stderr = in_order_of(order, unflatten(se[:n_p]))
     y0_hat, y0_se = _initial_states(v, se, prob, groups, single)
@@ -473,13 +474,14 @@ def _information(prob, mu, jac, v):
     return prob.weight(mu, v), prob.information(mu, jac, v)
 
 
-def _unflatten(prob, flat):
+def _unflatten(treedef, shapes, dtype, flat):
+    """Flat NumPy values -> a pytree like `params0` (picklable with the result)."""
     out, i = [], 0
-    for shape in prob.shapes:
+    for shape in shapes:
         size = int(np.prod(shape))
-        out.append(np.asarray(flat[i: i + size], prob.dtype).reshape(shape))
+        out.append(np.asarray(flat[i: i + size], dtype).reshape(shape))
         i += size
-    return jtu.tree_unflatten(prob.treedef, out)
+    return jtu.tree_unflatten(treedef, out)
 
 
 def _initial_states(v, se, prob, groups, single):

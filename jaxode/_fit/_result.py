@@ -1,6 +1,9 @@
 """`FitResult`: estimates, uncertainty, likelihood figures and profiles of a fit."""
 
 import math
+import os
+import pickle
+import tempfile
 from typing import Any
 
 import jax.numpy as jnp
@@ -65,6 +68,45 @@ class FitResult:
 
     def __init__(self, **fields):
         self.__dict__.update(fields)
+
+    # -- saving: everything but the model (the user's functions) is kept
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_ctx"] = self._ctx._replace(prob=None, loop=None, predictor=None)
+        return state
+
+    def save(self, path) -> None:
+        """Write the result to `path` (pickle, written atomically). A loaded result
+        has every estimate, interval, covariance and loss; `predict` and `profile`
+        need the model and are only available on the result `fit` returned."""
+        path = os.fspath(path)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
+                                   suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                pickle.dump(self, fh)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, path) -> "FitResult":
+        """Read a result written by `save`."""
+        with open(path, "rb") as fh:
+            res = pickle.load(fh)
+        if not isinstance(res, cls):
+            raise ValueError(f"{path!r} holds a {type(res).__name__}, not a FitResult.")
+        return res
+
+    def _model(self):
+        if self._ctx.prob is None:
+            raise RuntimeError(
+                "this FitResult was loaded from a file and has no model (the vector "
+                "field is not saved); `predict` and `profile` need the result `fit` "
+                "returned.")
+        return self._ctx
 
     # -- intervals
     def _wald(self, level):
@@ -144,7 +186,7 @@ class FitResult:
         ctx = self._ctx
         q = _stats.quantile(level, self.mode, self.dof)
         threshold = float(scipy.stats.chi2.ppf(level, 1))
-        loop = with_steps(ctx.loop, 0, _PROFILE_STEPS)
+        loop = with_steps(self._model().loop, 0, _PROFILE_STEPS)
         out = []
         for j in index:
             if values is not None:
@@ -212,7 +254,8 @@ class FitResult:
         several trajectories); with `observed=True` the observables `h(t, y, params)`
         instead. With `experiments`, for experiment number `experiment`.
         """
-        return self._ctx.predictor(self.params, self.y0, ts, experiment, observed)
+        return self._model().predictor(self.params, self.y0, ts, experiment,
+                                       observed)
 
     def __repr__(self) -> str:
         """A table in the order of `params0`: estimate, standard error and the 95 %
