@@ -22,7 +22,7 @@ ns = parser.parse_args()
 
 x_train, y_train, x_test, y_test = jaxode.data.digits()
 model = jo.nn.ODENet(ns.channels, solver="dopri5", rtol=1e-3, atol=1e-3,
-                     adjoint="backsolve", key=jr.PRNGKey(0))
+                     adjoint="backsolve", count_nfe=True, key=jr.PRNGKey(0))
 print(f"ODE-Net with {jo.nn.count_params(model):,} parameters")
 
 warmup = min(22, ns.steps // 2)  # one epoch of 22 batches

@@ -48,7 +48,8 @@ def test_linear_field_matches_matrix_exponential():
 
 
 def test_forward_nfe_counted_exactly_and_survives_jit_cache():
-    model = NeuralODE(Tanh(jnp.eye(2), jnp.ones(2)), t1=3.0, rtol=1e-7, atol=1e-7)
+    model = NeuralODE(Tanh(jnp.eye(2), jnp.ones(2)), t1=3.0, rtol=1e-7, atol=1e-7,
+                      count_nfe=True)
     y0 = jnp.array([0.3, -0.2])
     run = eqx.filter_jit(lambda m, y: m.solve(y).stats)
     stats = run(model, y0)  # compiles
@@ -79,7 +80,8 @@ def adjoint_runs():
     program per adjoint, shared by the tests below)."""
     runs = {}
     for adjoint in ["recursive", "backsolve"]:
-        model = NeuralODE(FIELD, t1=1.5, rtol=1e-10, atol=1e-10, adjoint=adjoint)
+        model = NeuralODE(FIELD, t1=1.5, rtol=1e-10, atol=1e-10, adjoint=adjoint,
+                          count_nfe=True)
         grad = eqx.filter_jit(eqx.filter_grad(_loss))
         g = grad(model, Y0)  # compiles
         with model.counter.measure() as m:

@@ -242,11 +242,12 @@ class ODENet(eqx.Module):
 
     **Arguments:** `channels` (default 32), `classes` (10), `in_channels` (1),
     `t1` (1.0), `solver` (`"dopri5"`), `rtol`, `atol` (1e-3), `adjoint`
-    (`"backsolve"`), `max_steps`, `count_nfe` (True; see `NeuralODE`), `key`.
+    (`"backsolve"`), `max_steps`, `count_nfe` (False; see `NeuralODE`), `key`.
 
     **Call:** `model(images, *, rtol=None, atol=None)` -> logits `(batch, classes)`;
     the tolerances may be overridden per call without recompiling.
-    `model.ode.counter` holds the forward/backward evaluation counts.
+    With `count_nfe=True`, `model.ode.counter` holds the forward/backward evaluation
+    counts.
     """
 
     stem: _Stem
@@ -256,7 +257,7 @@ class ODENet(eqx.Module):
     def __init__(self, channels: int = 32, *, classes: int = 10, in_channels: int = 1,
                  t1: float = 1.0, solver: Any = "dopri5", rtol: float = 1e-3,
                  atol: float = 1e-3, adjoint: Any = "backsolve", max_steps: int = 256,
-                 count_nfe: Any = True, key: PRNGKeyArray):
+                 count_nfe: Any = False, key: PRNGKeyArray):
         _check_sizes(channels, classes, in_channels)
         k1, k2, k3 = jr.split(key, 3)
         self.stem = _Stem(in_channels, channels, key=k1)

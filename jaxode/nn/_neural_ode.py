@@ -148,8 +148,11 @@ class NeuralODE(eqx.Module):
     - `dt`: fixed-step solvers: the step (`None`: one step over `[0, t1]`);
       adaptive solvers: the first step (`None`: chosen automatically).
     - `max_steps`: the most steps of an adaptive solve.
-    - `count_nfe`: keep an `NFECounter` in `self.counter` (default True). The hooks
-      cost a host callback per evaluation; pass False for the fastest program. With
+    - `count_nfe`: keep an `NFECounter` in `self.counter` (opt-in, default False).
+      The hooks cost a host callback per evaluation, and a program holding one cannot
+      go into JAX's persistent compilation cache; without them, `model.solve(y0)`
+      still reports the forward evaluations in `stats["nfe"]`, counted inside the
+      compiled program. With
       `adjoint="forward"` only forward evaluations are counted. Passing an
       `NFECounter` shares it: models built with the same counter hit the same jit
       cache entry (the counter is a static field, compared by identity).
@@ -185,7 +188,7 @@ class NeuralODE(eqx.Module):
         adjoint: Any = "backsolve",
         dt: float | None = None,
         max_steps: int = 4096,
-        count_nfe: "bool | NFECounter" = True,
+        count_nfe: "bool | NFECounter" = False,
     ):
         if not callable(vector_field):
             raise ValueError(
