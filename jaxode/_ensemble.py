@@ -25,6 +25,7 @@ from ._solve import (
     _resolve_solver,
     _solve_fixed,
     solve,
+    result_of,
 )
 from ._solvers import AbstractStepper
 from ._types import Args, VectorField, Y
@@ -156,10 +157,11 @@ def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
     def one(y0, member_args):
         args = eqx.combine(member_args, shared)
         if even is not None:  # traced times, a step count fixed on the host
-            return (*_even_member(f, y0, ts, args, even, kwargs),
-                    jnp.array(jnp.inf, jnp.result_type(ts)))
+            ys, stats, ok = _even_member(f, y0, ts, args, even, kwargs)
+            return (ys, stats, ok, jnp.array(jnp.inf, jnp.result_type(ts)), None,
+                    result_of(ok))
         sol = solve(f, y0, ts, args, **kwargs)
-        return sol.ys, sol.stats, sol.ok, sol.t_event
+        return sol.ys, sol.stats, sol.ok, sol.t_event, None, sol.result
 
     out = jax.vmap(one)(y0s, mapped)
     out = jax.lax.with_sharding_constraint(out, split)

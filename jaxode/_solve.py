@@ -96,6 +96,9 @@ class Solution(eqx.Module):
       evaluations; -1 where a solver cannot report it, as for implicit solvers).
     - `ok`: True when the solve reached the end of `ts` (or its event) with finite
       values (per element under `vmap`).
+    - `result`: why it ended, as diffrax reports it: a `diffrax.RESULTS` item
+      (`successful`, `event_occurred`, `max_steps_reached`, `nonfinite`, ...; per
+      element under `vmap`). `diffrax.RESULTS[sol.result]` is its message.
     - `t_event`: with `event=cond`, the time where `cond` changed sign; `inf` when
       it did not, or when no event was asked for.
     - `evaluate(t)`: with `dense=True`, the state at any `t` in `[ts[0], ts[-1]]`.
@@ -107,6 +110,7 @@ class Solution(eqx.Module):
     ok: Bool[Array, ""]
     t_event: Array = eqx.field(default_factory=lambda: jnp.array(jnp.inf))
     interpolation: Any = None
+    result: Any = eqx.field(default_factory=lambda: diffrax.RESULTS.successful)
 
     def evaluate(self, t: Any) -> Y:
         """The state at time(s) `t`: a scalar gives a state like `y0`, an array of
@@ -195,6 +199,12 @@ def _fixed_adjoint(adjoint: Any) -> str:
         f"`adjoint`={short(adjoint)} is not supported by fixed-step solvers; use "
         "'recursive', 'backsolve', 'direct' or 'forward'."
     )
+
+
+def result_of(ok):
+    """The diffrax result of a fixed-step solve: it fails only on non-finite values."""
+    return diffrax.RESULTS.where(ok, diffrax.RESULTS.successful,
+                                 diffrax.RESULTS.nonfinite)
 
 
 def _with_check(y0, ys, y_end, ok, throw):
@@ -416,7 +426,8 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
     nfe = _diffrax_nfe(solver, stats, _CountingPID.early_rejections(
         sol.controller_state) if adaptive else 0)
     return ys, ok, _stats(stats["num_steps"], stats["num_accepted_steps"],
-                          stats["num_rejected_steps"], nfe), t_event, sol.interpolation
+                          stats["num_rejected_steps"], nfe), t_event, sol.interpolation, \
+        sol.result
 
 
 # ------------------------------------------------------------------ front door
@@ -580,13 +591,13 @@ def solve(
         if event is not None:  # traced tolerances (under `ensemble`): 1e-10
             tol = min(float(rtol), float(atol)) if is_concrete((rtol, atol)) else 1e-10
             event_tol = (max(tol, 100 * float(jnp.finfo(ts.dtype).eps)),) * 2
-        ys, ok, stats, t_event, interp = _solve_adaptive(
+        ys, ok, stats, t_event, interp, result = _solve_adaptive(
             f, solver, y0, ts, args, dt0, jnp.asarray(rtol, ts.dtype),
             jnp.asarray(atol, ts.dtype), adjoint, max_steps, throw, progress,
             event, event_tol, dense,
         )
-        return Solution(ts, ys, stats, ok, t_event, interp)
-    return Solution(ts, ys, stats, ok)
+        return Solution(ts, ys, stats, ok, t_event, interp, result)
+    return Solution(ts, ys, stats, ok, result=result_of(ok))
 
 
 def _warn_float32_stiff(solver, dtype, rtol):
@@ -643,7 +654,7 @@ def _fixed_dense_program(f, solver, y0, grid, index, ts, args, adjoint, throw, e
         t_event, _ = locate_event(event, interp, args)
         ys = after_event(ys, ts, t_event)
     return Solution(ts, ys, sol.stats, sol.ok, t_event.astype(ts.dtype),
-                    interp if dense else None)
+                    interp if dense else None, sol.result)
 
 
 def _fixed_dense(f, solver, y0, ts, args, dt, substeps, adjoint, throw, ts_host,

@@ -326,3 +326,23 @@ def test_nan_mid_solve_is_an_error():
                                       ts, s, max_steps=200, throw=False))(
         jnp.array([2.0, -1.0]))
     assert sol.ok.tolist() == [True, False]
+
+
+def test_result_says_why_a_solve_ended():
+    import diffrax
+
+    R = diffrax.RESULTS
+    ts = jnp.linspace(0.0, 1.0, 5)
+    decay = lambda t, y, a: -y  # noqa: E731
+    assert jo.solve(decay, jnp.ones(1), ts).result == R.successful
+    short_run = jo.solve(decay, jnp.ones(1), ts, max_steps=2, throw=False)
+    assert short_run.result == R.max_steps_reached and not short_run.ok
+    blow_up = lambda t, y, a: y ** 2 * 1e3  # noqa: E731
+    nan = jo.solve(blow_up, jnp.ones(1), ts, solver="rk4", dt=0.1, throw=False)
+    assert nan.result == R.nonfinite and not nan.ok
+    assert "Nonfinite" in R[nan.result]
+    ens = jo.ensemble(lambda t, y, a: a * y ** 2, jnp.ones((3, 1)), ts,
+                          jnp.array([0.1, 1e3, 0.2]), member_args=True, solver="rk4",
+                          dt=0.1, throw=False)
+    assert list(ens.ok) == [True, False, True]
+    assert list(ens.result == R.successful) == [True, False, True]
