@@ -93,9 +93,11 @@ def _parser() -> argparse.ArgumentParser:
         epilog="examples: jaxode bench all --quick (a smoke run in a minute or "
         "two); jaxode bench ensemble_scaling",
     )
+    names = bench_names(benchmarks_dir()) if benchmarks_dir().is_dir() else []
     bench.add_argument("name", metavar="NAME", nargs="?", default="all",
-                       help="a benchmark (a file name in benchmarks/ without .py), "
-                       "or `all` (default)")
+                       help="a benchmark (a file name in benchmarks/ without .py)"
+                       + (f": one of {', '.join(names)};" if names else ",")
+                       + " or `all` (default)")
     bench.add_argument("--quick", action="store_true",
                        help="pass --quick to each script: tiny sizes, a smoke run "
                        "whose timings are not meaningful")

@@ -291,3 +291,16 @@ def test_example_runs():
         env={**os.environ, "PYTHONPATH": str(ROOT), **FAST_COMPILE})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "test error" in out.stdout and "NFE forward" in out.stdout
+
+
+def test_a_default_training_step_has_no_evaluation_counting_callbacks():
+    # counting evaluations is opt-in: the default model's compiled gradient holds none
+    # of the per-evaluation host callbacks (a round trip to Python per evaluation);
+    # the callbacks that stay are equinox's run-time error checks (`eqx.error_if`),
+    # which raise when the solve fails
+    def callbacks(model):
+        step = jax.jit(jax.grad(lambda m, y: jnp.sum(m(y) ** 2)))
+        return step.lower(model, Y0).as_text().count("callback")
+
+    assert callbacks(NeuralODE(FIELD, t1=0.5)) < callbacks(
+        NeuralODE(FIELD, t1=0.5, count_nfe=True))
