@@ -21,7 +21,7 @@ from ._solvers import (
     ODECell as ODECell,
 )
 from . import bptt as bptt, nn as nn
-from ._train import train as train
+from ._train import load_trained as load_trained, train as train
 from .nn._forecast import forecast as forecast
 
 try:

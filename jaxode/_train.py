@@ -25,7 +25,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from ._checkpoint import load_checkpoint, save_checkpoint
 from ._ensemble import AXIS, member_mesh
 
-__all__ = ["train"]
+__all__ = ["train", "load_trained"]
 
 
 def _check_int(name: str, value, low: int) -> int:
@@ -258,3 +258,23 @@ def train(
         if bar is not None:
             bar.close()
     return eqx.combine(params, static), {"loss": losses, "grad_norm": norms}
+
+
+def load_trained(path, model: Any, optimizer: optax.GradientTransformation, *,
+                 key: Any, clip_norm: float | None = None) -> tuple[Any, int]:
+    """The model stored in a `train` checkpoint, and the step it was written at.
+
+    **Arguments:** `path`, and what the run was started with: a model of the same
+    structure (its values are replaced), the `optimizer`, the `key` and `clip_norm`
+    (they fix the structure of the stored optimiser state).
+
+    **Returns:** `(model, step)`.
+
+    **Raises:** `ValueError` when the file is truncated or corrupt, or was written
+    for another model or optimiser (the message names the first leaf that differs).
+    """
+    opt = optimizer if clip_norm is None else optax.chain(
+        optax.clip_by_global_norm(clip_norm), optimizer)
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+    (params, _, _), step, _ = load_checkpoint(path, (params, opt.init(params), key))
+    return eqx.combine(params, static), step

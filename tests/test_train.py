@@ -102,6 +102,11 @@ def test_resume_is_bit_for_bit_and_runs_only_the_remaining_steps(regression, tmp
     rest = _Counted()
     resumed, hist2 = jo.train(_model(), rest, (x, y), steps=23, checkpoint=ckpt,
                               checkpoint_every=4, **kw)
+    stored, at = jo.load_trained(ckpt, _model(), optax.adam(0.01),
+                                 key=jax.random.PRNGKey(7), clip_norm=5.0)
+    assert at == 23 and all(np.array_equal(a, b) for a, b in zip(
+        jax.tree.leaves(eqx.filter(stored, eqx.is_inexact_array)),
+        jax.tree.leaves(eqx.filter(resumed, eqx.is_inexact_array))))
     assert rest.calls == 13
     assert "resuming from checkpoint" in (err := capsys.readouterr().err)
     assert "at step 10 of 23" in err
