@@ -1,14 +1,14 @@
-"""Benchmark: recover the seed's six competition-model parameters from its seven
+"""Benchmark: recover the two-species competition model's six parameters from its seven
 observations.
 
-Same problem everywhere: the seed model, the seed data, the seed's initial guess,
+Same problem everywhere: the competition model, its seven observations, one initial guess,
 parameters in log space, float64, Dormand–Prince 5(4) with rtol = atol = 1e-6.
 
 1. jaxode.fit (Adam, no polish) against torchdiffeq + torch.optim.Adam: the same
    number of optimiser steps with the same learning-rate schedule; the time each needs
    to reach the loss the slower of the two ends with.
 2. jaxode.fit (300 Adam steps then Levenberg–Marquardt) against scipy
-   `least_squares` (LM, finite differences) over `solve_ivp`, both from the seed's
+   `least_squares` (LM, finite differences) over `solve_ivp`, both from the same
    guess: the time to reach the least-squares optimum (+0.1 %). scipy is given a
    time budget, since from this guess it wanders into stiff parameter regions.
 3. The same two from one point near the optimum (jaxode: `steps=0`, only the
@@ -167,7 +167,7 @@ def main():
     polish_steps = 50 if cli.quick else 300
     budget = 5.0 if cli.quick else cli.budget
     threads = os.cpu_count() or 1
-    print(f"seed competition problem, float64, dopri5 rtol=atol={TOL}, {steps} Adam "
+    print(f"competition model, seven observations, float64, dopri5 rtol=atol={TOL}, {steps} Adam "
           f"steps, {threads} threads (torch.set_num_threads({threads})), load average "
           f"{os.getloadavg()[0]:.1f}")
 
@@ -194,7 +194,7 @@ def main():
           f"torch {t_time:.3f} s (step {t_step + 1}); torch / jaxode = "
           f"{adam_ratio:.1f}x")
 
-    # ---- 2. from the seed's guess to the least-squares optimum
+    # ---- 2. from the initial guess to the least-squares optimum
     first, res = run_jaxode(polish_steps, polish=True)
     goal = res.loss * 1.001
     jx, sp = [], []
@@ -203,9 +203,9 @@ def main():
         sp.append(run_scipy(GUESS, goal, budget))
     jx_total = min(jx)
     sp_total, sp_reach, sp_final = min(sp, key=lambda x: x[1])
-    print(f"jaxode.fit ({polish_steps} Adam steps + LM) from the seed's guess: compile "
+    print(f"jaxode.fit ({polish_steps} Adam steps + LM) from the initial guess: compile "
           f"{first - jx_total:.2f} s, run {jx_total:.3f} s, loss {res.loss:.6g}")
-    print(f"scipy least_squares(lm) over solve_ivp(RK45) from the seed's guess: "
+    print(f"scipy least_squares(lm) over solve_ivp(RK45) from the initial guess: "
           f"{sp_total:.2f} s, best loss {sp_final:.6g}, reaches {goal:.6g}: "
           f"{'never' if math.isinf(sp_reach) else f'after {sp_reach:.3f} s'}"
           f"{f' (gave up after {budget:.0f} s)' if sp_total >= budget else ''}")
@@ -235,9 +235,9 @@ def main():
     print()
     print("| benchmark | jaxode | peer | ratio |")
     print("|---|---|---|---|")
-    print(f"| fit, seed data, {steps} Adam steps to loss {target:.3g} (vs torchdiffeq "
+    print(f"| fit, competition model, {steps} Adam steps to loss {target:.3g} (vs torchdiffeq "
           f"+ Adam) | {j_time:.3f} s | {t_time:.3f} s | {adam_ratio:.1f}x |")
-    print(f"| fit from the seed's guess to the optimum, loss {goal:.4g} (vs scipy "
+    print(f"| fit from the initial guess to the optimum, loss {goal:.4g} (vs scipy "
           f"least_squares + solve_ivp) | {jx_total:.3f} s | "
           f"{'not reached in %.0f s' % budget if math.isinf(sp_reach) else '%.3f s' % sp_reach}"
           f" | {'>%.0f' % (budget / jx_total) if math.isinf(sp_reach) else '%.1f' % guess_ratio}x |")
