@@ -145,8 +145,14 @@ def param_spec(params0, positive, scale, bounds) -> ParamSpec:
             raise ValueError(
                 f"`params0['{label}']`={float(flat0[i])!r} lies outside its `bounds` "
                 f"({lo[i]}, {hi[i]}).")
-    unit = np.where(flat0 != 0, np.abs(flat0), 1.0)
+    unit = unit_of(flat0)
     return ParamSpec(flat0, kind, unit, lo, hi, labels)
+
+
+def unit_of(x) -> np.ndarray:
+    """The unit a number is optimised in: its own size (1 for a zero)."""
+    x = np.asarray(x)
+    return np.where(x != 0, np.abs(x), 1.0)
 
 
 def to_u(spec: ParamSpec, flat, xp=np):

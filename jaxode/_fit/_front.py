@@ -21,7 +21,8 @@ from .._errors import check_times, short
 from .._solve import _resolve_solver
 from .._solvers import AbstractStepper
 from . import _shooting, _stats
-from ._data import check_params, param_spec, prepare_groups, to_u, u_bounds
+from ._data import (check_params, param_spec, prepare_groups, to_u, u_bounds,
+                    unit_of)
 from ._likelihood import check_sigma, get_noise
 from ._loop import MAX_BAD, default_optimizer, make_loop, run_loop
 from ._problem import GroupData, Problem, resolve_args
@@ -91,7 +92,7 @@ def _build(f, params0, spec, groups, observe, noise, sigma, fit_y0, solver,
     for g in groups:
         grid, obs_index, obs = _grid(g, fit_y0, observe)
         noise.check(g.ys, obs, f"`{g.where}ys`")
-        unit = np.where(g.y0 != 0, np.abs(g.y0), 1.0)
+        unit = unit_of(g.y0)
         gdata.append(GroupData(tuple(grid.tolist()), tuple(obs_index.tolist()),
                                jnp.asarray(g.ts, dtype), jnp.asarray(g.y0, dtype),
                                jnp.asarray(unit, dtype), _as_arrays(g.args, dtype)))
@@ -126,7 +127,7 @@ def _as_arrays(args, dtype):
 def _initial_v(prob, spec, groups, data, observed):
     v = [to_u(spec, spec.flat0)]
     if prob.fit_y0:
-        v += [np.ravel(g.y0 / np.where(g.y0 != 0, np.abs(g.y0), 1.0)) for g in groups]
+        v += [np.ravel(g.y0 / unit_of(g.y0)) for g in groups]
     if prob.n_noise:
         cols = np.tile(np.arange(prob.n_cols), data.size // prob.n_cols)
         if prob.noise.scale_name == "dispersion":
@@ -368,7 +369,7 @@ def fit(
     state = jtu.tree_map(lambda a: np.asarray(a)[:n_starts], state)
     losses = losses[:n_starts]
     ctx = _Context(prob, spec, prob.n_y0,
-                   np.concatenate([np.ravel(np.where(g.y0 != 0, np.abs(g.y0), 1.0))
+                   np.concatenate([np.ravel(unit_of(g.y0))
                                    for g in groups]) if fit_y0 else np.zeros(0),
                    lo, hi, loop, dtype, None, None)
     return _assemble(state, losses, ctx, order, params0, groups, single, n, message,
@@ -489,7 +490,7 @@ def _initial_states(v, se, prob, groups, single):
     if prob.fit_y0:
         i, y0s, ses = prob.n_p, [], []
         for g in groups:
-            unit = np.where(g.y0 != 0, np.abs(g.y0), 1.0)
+            unit = unit_of(g.y0)
             y0s.append(v[i: i + g.y0.size].reshape(g.y0.shape) * unit)
             ses.append(se[i: i + g.y0.size].reshape(g.y0.shape))
             i += g.y0.size

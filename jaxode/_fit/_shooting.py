@@ -10,6 +10,7 @@ import numpy as np
 from .._fixed import plan_grid, step_list
 from .._solve import _solve_fixed_grid, solve
 from .._solvers import AbstractStepper
+from ._data import unit_of
 from ._problem import resolve_args
 
 
@@ -57,7 +58,7 @@ def setup(k, grid, obs_index, ys, observed, y0, solver, dt, dtype,
     # start states: observed values interpolated at the boundaries when the states
     # are observed directly; otherwise the initial state
     s0 = np.broadcast_to(y0[:, None, :], (b, k - 1, d)).copy()
-    mag = np.where(y0 != 0, np.abs(y0), 1.0)[:, None, :] * np.ones((1, k - 1, 1))
+    mag = unit_of(y0)[:, None, :] * np.ones((1, k - 1, 1))
     if observe_is_identity:
         gy = np.full((b, len(grid), d), np.nan)
         gy[:, obs_index] = np.where(observed, ys, np.nan)
