@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 OUT    ?= out
 
-.PHONY: demo test bench install install-test install-bench clean
+.PHONY: demo test docs bench install install-test install-bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,10 +30,14 @@ demo: install
 	$(BIN)/jaxode demo lotka-volterra --out $(OUT)
 
 test: install-test
-	$(BIN)/python -m pytest -q -n 2
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+# the documentation site in site/; --strict fails on a broken reference or link
+docs: install-test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict
 
 bench: install-bench
 	$(BIN)/jaxode bench all
 
 clean:
-	rm -rf $(VENV) $(OUT) build *.egg-info
+	rm -rf $(VENV) $(OUT) build site *.egg-info

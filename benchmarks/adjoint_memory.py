@@ -27,7 +27,7 @@ from jaxode.nn import NeuralODE
 class Field(eqx.Module):
     mlp: eqx.nn.MLP
 
-    def __call__(self, t, y):
+    def __call__(self, t, y, args):
         return jax.vmap(self.mlp)(y)
 
 

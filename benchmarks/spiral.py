@@ -61,7 +61,7 @@ class Field(eqx.Module):
     l1: eqx.nn.Linear
     l2: eqx.nn.Linear
 
-    def __call__(self, t, y):
+    def __call__(self, t, y, args):
         h = jnp.tanh(y ** 3 @ self.l1.weight.T + self.l1.bias)
         return h @ self.l2.weight.T + self.l2.bias
 

@@ -25,7 +25,7 @@ class Field(eqx.Module):
 
     mlp: eqx.nn.MLP
 
-    def __call__(self, t, z):
+    def __call__(self, t, z, args):
         return self.mlp(jnp.concatenate([z, jnp.reshape(t, (1,))]))
 
 

@@ -6,7 +6,8 @@ An RNN and an ODE solver are the same object, a pure step function
 
 import importlib.metadata
 
-from ._ensemble import ensemble as ensemble, member_mesh as member_mesh
+from ._ensemble import ensemble as ensemble
+from ._sharding import member_mesh as member_mesh
 from ._fit import FitResult as FitResult, Profile as Profile, fit as fit
 from ._scan import scan as scan
 from ._rosenbrock import Rosenbrock23 as Rosenbrock23
@@ -23,6 +24,24 @@ from ._solvers import (
 from . import bptt as bptt, nn as nn
 from ._train import load_trained as load_trained, train as train
 from .nn._forecast import forecast as forecast
+
+__all__ = [
+    "scan", "ODECell", "Euler", "Midpoint", "Heun", "RK4", "ButcherTableau",
+    "AbstractStepper", "Rosenbrock23", "solve", "Solution", "ensemble", "member_mesh",
+    "fit", "FitResult", "Profile", "train", "load_trained", "forecast", "bptt", "nn",
+]
+
+
+
+def __getattr__(name: str):
+    # `jo.plot` and `jo.data` import on first use: `jaxode.plot` needs matplotlib (the
+    # `plot` extra), which `import jaxode` must not require
+    if name in ("plot", "data"):
+        import importlib
+
+        return importlib.import_module(f"jaxode.{name}")
+    raise AttributeError(f"module 'jaxode' has no attribute {name!r}")
+
 
 try:
     __version__ = importlib.metadata.version("jaxode")

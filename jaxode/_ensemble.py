@@ -2,7 +2,8 @@
 
 The members (initial conditions and, optionally, parameters) share the leading axis.
 The batch runs as one compiled program whose member axis is split over a 1-D
-`jax.sharding.Mesh`; under `jax.distributed` that mesh spans every process, so the
+`jax.sharding.Mesh` (see `_sharding`); with `devices=jax.devices()` under
+`jax.distributed` that mesh spans every process, so the
 same call scales from one CPU core to several hosts.
 """
 
@@ -14,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 from ._errors import check_finite, check_positive, check_times, is_concrete, short
 from ._solve import (
@@ -27,58 +28,11 @@ from ._solve import (
     solve,
     result_of,
 )
+from ._sharding import member_mesh, pad, padded_size, replicated, split
 from ._solvers import AbstractStepper
 from ._types import Args, VectorField, Y
 
-__all__ = ["ensemble", "member_mesh"]
-
-AXIS = "members"
-
-
-def _check_devices(devices: Any) -> list:
-    if devices is None:
-        return list(jax.devices())
-    if isinstance(devices, jax.Device):
-        raise ValueError(
-            f"`devices` must be a list of jax devices, got the single device "
-            f"{devices!r}; pass [{devices!r}]."
-        )
-    if isinstance(devices, np.ndarray):
-        devices = devices.reshape(-1).tolist()
-    if not isinstance(devices, Sequence) or isinstance(devices, (str, bytes)):
-        raise ValueError(
-            f"`devices` must be a list of jax devices (e.g. jax.devices()), got "
-            f"{short(devices)}."
-        )
-    devices = list(devices)
-    if not devices:
-        raise ValueError("`devices` is empty; pass at least one jax device.")
-    bad = [d for d in devices if not isinstance(d, jax.Device)]
-    if bad:
-        raise ValueError(
-            f"`devices` must hold jax devices (from jax.devices()), but it holds "
-            f"{short(bad[0])} of type {type(bad[0]).__name__}."
-        )
-    if len(set(devices)) != len(devices):
-        raise ValueError(f"`devices` lists a device twice: {short(devices)}.")
-    return devices
-
-
-def member_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
-    """The 1-D mesh `ensemble` shards over; its one axis is named `"members"`.
-
-    **Arguments:**
-
-    - `devices`: a list of jax devices; `None` takes `jax.devices()` (every device of
-      every process under `jax.distributed`).
-
-    **Returns:** a `jax.sharding.Mesh` of shape `(len(devices),)`.
-
-    **Raises:** `ValueError` when `devices` is not a non-empty list of distinct jax
-    devices.
-    """
-    return Mesh(np.array(_check_devices(devices), dtype=object), (AXIS,))
-
+__all__ = ["ensemble"]
 
 def _as_float_host(x: Any) -> Any:
     """Host copy of a concrete leaf, promoted to floating point like `solve` does."""
@@ -108,21 +62,6 @@ def _members(name: str, tree: Any) -> list[tuple[str, int]]:
     return out
 
 
-def _pad_host(x: np.ndarray, padded: int) -> np.ndarray:
-    """Repeat the last member so the member axis has length `padded`."""
-    extra = padded - x.shape[0]
-    if extra == 0:
-        return x
-    return np.concatenate([x, np.repeat(x[-1:], extra, axis=0)], axis=0)
-
-
-def _pad_traced(x: jax.Array, padded: int) -> jax.Array:
-    extra = padded - x.shape[0]
-    if extra == 0:
-        return x
-    return jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)], axis=0)
-
-
 def _place(x: Any, sharding: NamedSharding, padded: int | None) -> Any:
     """Put one concrete leaf on the mesh: split over members (after padding) when
     `padded` is given, replicated otherwise. Each device receives only its own slice,
@@ -138,21 +77,20 @@ def _place(x: Any, sharding: NamedSharding, padded: int | None) -> Any:
         return x
     host = _as_float_host(x) if padded is not None else np.asarray(x)
     if padded is not None:
-        host = _pad_host(host, padded)
+        host = pad(host, padded)
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
 
 
 @eqx.filter_jit
 def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
     """The one compiled program: pad, shard, vmap `solve`, drop the padding."""
-    split = NamedSharding(mesh, PartitionSpec(AXIS))
-    padded = -(-n // mesh.size) * mesh.size
+    padded = padded_size(n, mesh)
     if static_ts is not None:
         ts = np.asarray(static_ts)
     even = kwargs.get("_even")
-    y0s = jtu.tree_map(lambda a: _pad_traced(a, padded), y0s)
-    mapped = jtu.tree_map(lambda a: _pad_traced(a, padded), mapped)
-    y0s, mapped = jax.lax.with_sharding_constraint((y0s, mapped), split)
+    y0s = jtu.tree_map(lambda a: pad(a, padded), y0s)
+    mapped = jtu.tree_map(lambda a: pad(a, padded), mapped)
+    y0s, mapped = jax.lax.with_sharding_constraint((y0s, mapped), split(mesh))
 
     def one(y0, member_args):
         args = eqx.combine(member_args, shared)
@@ -164,7 +102,7 @@ def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
         return sol.ys, sol.stats, sol.ok, sol.t_event, None, sol.result
 
     out = jax.vmap(one)(y0s, mapped)
-    out = jax.lax.with_sharding_constraint(out, split)
+    out = jax.lax.with_sharding_constraint(out, split(mesh))
     if padded != n:
         out = jtu.tree_map(lambda a: a[:n], out)
     return Solution(jnp.asarray(ts), *out)
@@ -212,8 +150,9 @@ def ensemble(
     - `member_args`: `True` when every leaf of `args` has a leading member axis; a
       pytree prefix of `args` of booleans to mark some leaves (e.g.
       `{"r1": True, "r2": False}`); `False` (default) to share `args`.
-    - `devices`: a list of jax devices for the mesh; `None` (default) uses
-      `jax.devices()`, which under `jax.distributed.initialize` spans every process.
+    - `devices`: a list of jax devices for the mesh; `None` (default) uses every
+      device of this process (`jax.local_devices()`); under `jax.distributed`, pass
+      `jax.devices()` to span every process. The same meaning as in `fit` and `train`.
     - `**solve_kwargs`: `solver`, `dt`, `rtol`, `atol`, `adjoint`, `max_steps`,
       `throw`, as for `solve`.
 
@@ -297,11 +236,10 @@ def ensemble(
             static_ts = tuple(host.tolist())
 
     if is_concrete((y0s, mapped)):
-        padded = -(-n // mesh.size) * mesh.size
-        split = NamedSharding(mesh, PartitionSpec(AXIS))
-        whole = NamedSharding(mesh, PartitionSpec())
-        y0s = jtu.tree_map(lambda a: _place(a, split, padded), y0s)
-        mapped = jtu.tree_map(lambda a: _place(a, split, padded), mapped)
+        padded = padded_size(n, mesh)
+        whole = replicated(mesh)
+        y0s = jtu.tree_map(lambda a: _place(a, split(mesh), padded), y0s)
+        mapped = jtu.tree_map(lambda a: _place(a, split(mesh), padded), mapped)
         shared = jtu.tree_map(
             lambda a: _place(a, whole, None) if eqx.is_array(a) and is_concrete(a) else a,
             shared)

@@ -7,6 +7,7 @@ compiled hot path carries no checks; values only known at run time go through
 `eqx.error_if`.
 """
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,24 @@ def short(x: Any, limit: int = 80) -> str:
         text = repr(x)
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_field(name: str, field: Any, call: str) -> None:
+    """A vector field must be callable with three positional arguments `(t, y, args)`,
+    the convention of `solve`, `fit` and `ensemble` (and of diffrax's `ODETerm`)."""
+    if not callable(field):
+        raise ValueError(f"`{name}` must be callable as {call}, got {short(field)}.")
+    try:
+        signature = inspect.signature(field)
+    except (TypeError, ValueError):  # builtins and C callables: nothing to read
+        return
+    try:
+        signature.bind(None, None, None)
+    except TypeError:
+        raise ValueError(
+            f"`{name}` must be callable as {call} (three arguments, as every vector "
+            f"field of jaxode and diffrax), but its signature is {signature}. Add an "
+            "`args` parameter: `def __call__(self, t, y, args)`.") from None
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:

@@ -20,10 +20,9 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
 
 from ._checkpoint import load_checkpoint, save_checkpoint
-from ._ensemble import AXIS, member_mesh
+from ._sharding import member_mesh, replicated, split
 
 __all__ = ["train", "load_trained"]
 
@@ -123,12 +122,13 @@ def train(
       `batch_size`, `clip_norm`, data size, `key`, model shapes) is refused.
     - `checkpoint_every`: steps between checkpoints.
     - `progress`: show a tqdm progress bar with the current loss.
-    - `devices`: data parallelism over these devices (a list, e.g. `jax.devices()`):
-      the model, optimiser state and `data` are replicated, every minibatch is split
-      over a 1-D mesh by rows, and XLA sums the gradients across devices. The batch
-      (`batch_size`, or the whole of `data`) must divide by the number of devices.
-      `None` (default): one device. The result equals the one-device run up to the
-      order of floating-point sums.
+    - `devices`: data parallelism over these devices (a list): the model, optimiser
+      state and `data` are replicated, every minibatch is split over a 1-D mesh by
+      rows, and XLA sums the gradients across devices. With more than one device the
+      batch (`batch_size`, or the whole of `data`) must divide by their number.
+      `None` (default): every device of this process (`jax.local_devices()`, as in
+      `ensemble` and `fit`); `[jax.devices()[0]]`: one device. The result equals the
+      one-device run up to the order of floating-point sums.
 
     **Returns:** `(model, history)`: the trained model and a dict of arrays of length
     `steps`, `"loss"` (the loss at each step, before its update) and `"grad_norm"`
@@ -157,16 +157,18 @@ def train(
     if key is None:
         key = jax.random.PRNGKey(0)
 
-    mesh = None
-    if devices is not None:
-        mesh = member_mesh(devices)
+    mesh = member_mesh(devices)
+    if mesh.size == 1:
+        mesh = None  # nothing to split
+    else:
         rows = n if batch_size is None else batch_size
         if rows % mesh.size:
             what = (f"`batch_size`={batch_size}" if batch_size is not None
                     else f"the whole `data` ({n} rows, batch_size=None)")
             raise ValueError(
                 f"data parallelism over {mesh.size} devices needs a batch that "
-                f"divides by {mesh.size}; got {what}.")
+                f"divides by {mesh.size}; got {what}. Choose such a batch size, or "
+                "pass devices=[jax.devices()[0]] to train on one device.")
 
     opt = optimizer if clip_norm is None else optax.chain(
         optax.clip_by_global_norm(clip_norm), optimizer)
@@ -208,16 +210,15 @@ def train(
                   f"{start} of {steps}.", file=sys.stderr)
 
     if mesh is not None:  # replicated inputs; the batch is split inside the step
-        whole = NamedSharding(mesh, PartitionSpec())
-        params, opt_state, data = jax.device_put((params, opt_state, data), whole)
+        params, opt_state, data = jax.device_put((params, opt_state, data),
+                                                 replicated(mesh))
 
     @jax.jit
     def step_fn(params, opt_state, data, step):
         batch = data if batch_size is None else jtu.tree_map(
             lambda a: a[_batch_indices(key, step, n, batch_size)], data)
         if mesh is not None:
-            batch = lax.with_sharding_constraint(
-                batch, NamedSharding(mesh, PartitionSpec(AXIS)))
+            batch = lax.with_sharding_constraint(batch, split(mesh))
 
         def loss_of(p):
             return loss_fn(eqx.combine(p, static), batch)

@@ -10,6 +10,14 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
+__all__ = [
+    "competition", "competition_observations", "COMPETITION_PARAMS", "COMPETITION_Y0",
+    "COMPETITION_OBSERVATIONS", "lotka_volterra", "lynx_hare", "LYNX_HARE",
+    "LYNX_HARE_POSTERIOR", "sir", "influenza_1978", "INFLUENZA_1978",
+    "INFLUENZA_1978_N", "StiffProblem", "STIFF_PROBLEMS", "noisy_sine",
+    "sliding_windows", "digits", "read_idx", "mnist", "toy2d", "TOY2D",
+]
+
 # --------------------------------------------------------- two-species competition model
 
 COMPETITION_PARAMS: dict[str, float] = {

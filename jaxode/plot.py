@@ -18,6 +18,12 @@ except ImportError as e:  # the core install does not carry matplotlib
         "jaxode.plot needs matplotlib, which the core install leaves out: "
         "pip install 'jaxode[plot]' (or 'jaxode[demo]')") from e
 
+__all__ = [
+    "trajectories", "phase_portrait", "losses", "forecasts", "gradient_flow",
+    "window_effect", "nfe_curves", "nfe_vs_tolerance", "densities2d", "fit_curves",
+    "fit_losses", "profiles", "waterfall",
+]
+
 
 def _subplots(*grid, figsize, layout="constrained", **kwargs):
     """`plt.subplots` without pyplot: a new `Figure` and its axes."""

@@ -20,11 +20,11 @@ FAST_COMPILE = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
 
 
 class LinearField(eqx.Module):
-    """`f(t, y) = A y`: the vector field with a closed-form flow `expm(A t)`."""
+    """`f(t, y, args) = A y`: the vector field with a closed-form flow `expm(A t)`."""
 
     A: jax.Array
 
-    def __call__(self, t, y):
+    def __call__(self, t, y, args):
         return self.A @ y
 
 

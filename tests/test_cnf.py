@@ -28,7 +28,7 @@ class Swirl(eqx.Module):
 
     W: jax.Array
 
-    def __call__(self, t, z):
+    def __call__(self, t, z, args):
         return jnp.tanh(self.W @ z + jnp.array([0.3, -0.2]) * t) - 0.2 * z
 
 
@@ -85,7 +85,31 @@ def test_learned_density_normalises():
     assert abs(float(mass) - 1.0) < 2e-3
 
 
+class Scaled(eqx.Module):
+    """`f(t, z, args) = args * A z`."""
+
+    A: jax.Array
+
+    def __call__(self, t, z, args):
+        return args * (self.A @ z)
+
+
+def test_args_reach_the_vector_field():
+    # the field c * A z with args=c is the field (c A) z
+    x = jnp.array([[0.3, -0.7], [1.1, 0.2]])
+    for c in [0.5, 2.0]:
+        with_args = CNF(Scaled(A), dim=2, rtol=1e-9, atol=1e-9)
+        direct = CNF(Linear(c * A), dim=2, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(with_args.log_prob(x, args=c), direct.log_prob(x),
+                                   rtol=1e-8)
+        key = jr.PRNGKey(3)
+        np.testing.assert_allclose(with_args.sample(key, 4, args=c),
+                                   direct.sample(key, 4), rtol=1e-8)
+
+
 def test_bad_arguments():
+    with pytest.raises(ValueError, match=r"vector_field\(t, z, args\)"):
+        CNF(lambda t, z: z, dim=2)
     with pytest.raises(ValueError, match="`trace`='approx'"):
         CNF(Swirl(W), dim=2, trace="approx")
     with pytest.raises(ValueError, match="`dim` must be a positive integer"):

@@ -246,9 +246,10 @@ def loss(m, batch):
 
 run = lambda **kw: jo.train(model, loss, (x, y), optimizer=optax.adam(5e-2), steps=40,
                             batch_size=16, key=key, progress=False, **kw)
-m4, h4 = run(devices=jax.devices())
+m4, h4 = run()  # devices=None: every device of this process, as in fit and ensemble
 assert shardings[0].shard_shape((16, 3)) == (4, 3), shardings
-m1, h1 = run()
+m1, h1 = run(devices=one)
+assert shardings[-1].shard_shape((16, 3)) == (16, 3), shardings
 np.testing.assert_allclose(h4["loss"], h1["loss"], rtol=1e-10)
 np.testing.assert_allclose(m4.weight, m1.weight, rtol=1e-10)
 assert h4["loss"][-1] < 0.5 * h4["loss"][0]
@@ -258,6 +259,8 @@ try:
     raise AssertionError("no error for a batch that does not divide")
 except ValueError as e:
     assert "batch_size`=10" in str(e) and "4 devices" in str(e), e
+m10, _ = jo.train(model, loss, (x, y), optimizer=optax.adam(1e-2), steps=1,
+                 batch_size=10, key=key, progress=False, devices=one)
 print("ok train", h4["loss"][[0, -1]])
 """
 
@@ -287,7 +290,8 @@ results = {}
 # adaptive: the members' shared while-loop stops by a reduction across processes
 for n, kw in [(6, dict(rtol=1e-10, atol=1e-10)), (5, dict(solver="rk4", dt=0.5))]:
     y0s = np.stack([np.linspace(50., 200., n), np.linspace(80., 300., n)], -1)
-    sol = jo.ensemble(competition, y0s, ts, args, **kw)
+    # devices=None is this process's devices; jax.devices() spans both processes
+    sol = jo.ensemble(competition, y0s, ts, args, devices=jax.devices(), **kw)
     mine = [(s.index[0].start or 0, s.data.shape[0]) for s in sol.ys.addressable_shards]
     if n == 6:  # each process holds and computes only its own half
         assert mine == [(3 * pid, 3)], mine

@@ -351,7 +351,7 @@ def test_neural_ode_fixed_step_backsolve_is_honoured():
     class Field(eqx.Module):
         W: jax.Array
 
-        def __call__(self, t, y):
+        def __call__(self, t, y, args):
             return jnp.tanh(self.W @ y)
 
     field = Field(jnp.array([[0.1, -0.4], [0.3, 0.2]]))

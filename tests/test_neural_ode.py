@@ -31,7 +31,7 @@ class Tanh(eqx.Module):
     W: jax.Array
     b: jax.Array
 
-    def __call__(self, t, y):
+    def __call__(self, t, y, args):
         return jnp.tanh(self.W @ y + self.b * (1 + t))
 
 
@@ -187,6 +187,28 @@ def test_fixed_step_solver_and_y0_gradient():
     np.testing.assert_allclose(g, jsl.expm(A).T @ jnp.ones(2), atol=1e-8)
 
 
+class Scaled(eqx.Module):
+    """`f(t, y, args) = args * A y`: `args` is a conditioning input."""
+
+    A: jax.Array
+
+    def __call__(self, t, y, args):
+        return args * (self.A @ y)
+
+
+@pytest.mark.parametrize("solver, dt", [("dopri5", None), ("rk4", 0.01)])
+def test_args_reach_the_vector_field(solver, dt):
+    # y(t1) = expm(c A t1) y0 for the field c * A y: the args change the answer
+    model = NeuralODE(Scaled(A), t1=1.0, solver=solver, dt=dt, rtol=1e-10, atol=1e-10)
+    y0 = jnp.array([1.0, -0.5])
+    for c in [0.5, 2.0]:
+        np.testing.assert_allclose(model(y0, None, c), jsl.expm(c * A) @ y0,
+                                   rtol=1e-8 if dt is None else 2e-6)
+    # and the gradient with respect to args: d/dc sum(y(1)) = 1^T A expm(c A) y0
+    g = jax.grad(lambda c: jnp.sum(model(y0, None, c)))(2.0)
+    np.testing.assert_allclose(g, jnp.sum(A @ jsl.expm(2.0 * A) @ y0), rtol=1e-6)
+
+
 def test_bad_arguments():
     field = Linear(A)
     with pytest.raises(ValueError, match="`solver`='rk5'"):
@@ -199,6 +221,9 @@ def test_bad_arguments():
         NeuralODE(field, rtol=-1.0)
     with pytest.raises(ValueError, match="`vector_field` must be callable"):
         NeuralODE(3.0)
+    with pytest.raises(ValueError, match=r"vector_field\(t, y, args\) .*signature is "
+                                         r"\(t, y\)"):
+        NeuralODE(lambda t, y: y)
     with pytest.raises(ValueError, match="shape"):
         ResNet(4, key=jr.PRNGKey(0))(jnp.zeros((8, 8)))
     with pytest.raises(ValueError, match="64 features"):

@@ -155,11 +155,13 @@ def adjoint_grads():
     return grads
 
 
+@pytest.mark.xdist_group("adjoint_grads")  # the fixture is built once
 @pytest.mark.parametrize("adjoint", ["recursive", "backsolve", "direct", "forward"])
 def test_gradients_match_finite_differences(adjoint_grads, adjoint):
     np.testing.assert_allclose(adjoint_grads[adjoint], adjoint_grads["fd"], rtol=2e-5)
 
 
+@pytest.mark.xdist_group("adjoint_grads")  # the fixture is built once
 def test_adjoints_agree_with_each_other(adjoint_grads):
     g = adjoint_grads
     np.testing.assert_allclose(g["recursive"], g["direct"], rtol=1e-12)

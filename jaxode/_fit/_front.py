@@ -14,12 +14,10 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import optax
-from jax.sharding import NamedSharding, PartitionSpec
 
-from .._ensemble import AXIS, _check_devices, member_mesh
+from .._sharding import member_mesh, pad, padded_size, split
 from .._errors import check_times, short
 from .._solve import _resolve_solver
-from .._solvers import AbstractStepper
 from . import _shooting, _stats
 from ._data import (check_params, param_spec, prepare_groups, to_u, u_bounds,
                     unit_of)
@@ -146,21 +144,20 @@ def _initial_v(prob, spec, groups, data, observed):
 def _spread_starts(u0: np.ndarray, dtype, devices) -> jax.Array:
     """The starts as one array split over a 1-D mesh of `devices` (this process's),
     padded with copies of the last start to a multiple of the device count."""
-    devices = jax.local_devices() if devices is None else _check_devices(devices)
-    foreign = [d for d in devices if d.process_index != jax.process_index()]
+    mesh = member_mesh(devices)
+    foreign = [d for d in mesh.devices.flat if d.process_index != jax.process_index()]
     if foreign:
         raise ValueError(
             f"`devices` must belong to this process (jax.local_devices()); "
             f"{foreign[0]!r} belongs to process {foreign[0].process_index}. "
             "For several hosts, run one fit per process.")
-    if len(devices) == 1 or u0.shape[0] == 1:
-        if devices[0] == jax.devices()[0]:  # the default: leave placement to jit
+    if mesh.size == 1 or u0.shape[0] == 1:
+        device = mesh.devices.flat[0]
+        if device == jax.devices()[0]:  # the default: leave placement to jit
             return jnp.asarray(u0, dtype)
-        return jax.device_put(jnp.asarray(u0, dtype), devices[0])
-    padded = -(-u0.shape[0] // len(devices)) * len(devices)
-    u0 = np.concatenate([u0, np.repeat(u0[-1:], padded - u0.shape[0], axis=0)])
-    return jax.device_put(jnp.asarray(u0, dtype),
-                          NamedSharding(member_mesh(devices), PartitionSpec(AXIS)))
+        return jax.device_put(jnp.asarray(u0, dtype), device)
+    return jax.device_put(jnp.asarray(pad(u0, padded_size(u0.shape[0], mesh)), dtype),
+                          split(mesh))
 
 
 def _check_start(state):
@@ -278,7 +275,8 @@ def fit(
       final loss wins. Needs `key`.
     - `key`: a `jax.random` key for `multistart`.
     - `devices`: with `multistart`, the starts are split over these devices (a 1-D
-      mesh, as in `ensemble`); default this process's devices. Results do not depend
+      mesh, as in `ensemble` and `train`); default every device of this process
+      (`jax.local_devices()`). Results do not depend
       on the number of devices.
     - `progress`: show a tqdm bar with the loss.
     - `polish`: Gauss–Newton steps after the optimiser (`True` = 100, `False` = 0,

@@ -22,7 +22,7 @@ from ..nn import CNF
 
 
 class TimeMLP(eqx.Module):
-    """`f(t, z)`: an MLP on the concatenation `[z, t]`, tanh activations."""
+    """`f(t, z, args)`: an MLP on the concatenation `[z, t]`, tanh activations."""
 
     mlp: eqx.nn.MLP
 
@@ -30,7 +30,7 @@ class TimeMLP(eqx.Module):
         self.mlp = eqx.nn.MLP(dim + 1, dim, width, depth, activation=jnp.tanh,
                               key=key)
 
-    def __call__(self, t, z):
+    def __call__(self, t, z, args):
         return self.mlp(jnp.concatenate([z, jnp.reshape(t, (1,)).astype(z.dtype)]))
 
 

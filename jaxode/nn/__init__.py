@@ -15,3 +15,8 @@ from ._classifiers import (
 )
 from ._cnf import CNF as CNF
 from ._neural_ode import NeuralODE as NeuralODE, NFECounter as NFECounter
+
+__all__ = [
+    "RNNCell", "LSTMCell", "GRUCell", "RNN", "Forecaster", "NeuralODE", "NFECounter",
+    "CNF", "ODENet", "ResNet", "RKNet", "MLP", "Conv3x3", "GroupNorm", "count_params",
+]

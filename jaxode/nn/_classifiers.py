@@ -154,7 +154,7 @@ class _Block(eqx.Module):
         plane = jnp.broadcast_to(jnp.asarray(t, x.dtype), x.shape[:-1] + (1,))
         return jnp.concatenate([x, plane], axis=-1)
 
-    def __call__(self, t, x):
+    def __call__(self, t, x, args=None):
         x = self.conv1(self._with_time(t, jax.nn.relu(self.norm1(x))))
         x = self.conv2(self._with_time(t, jax.nn.relu(self.norm2(x))))
         return x if self.norm3 is None else self.norm3(x)

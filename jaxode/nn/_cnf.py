@@ -1,6 +1,6 @@
 """`CNF`: a continuous normalising flow (Chen et al. 2018, section 4).
 
-A point `z(0)` drawn from a standard normal moves along `dz/dt = f(t, z)` to
+A point `z(0)` drawn from a standard normal moves along `dz/dt = f(t, z, args)` to
 `x = z(t1)`. Its log-density changes by the instantaneous change of variables,
 `d log p(z(t))/dt = -tr(∂f/∂z)`, so
 
@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._errors import check_choice, check_positive, short
+from .._errors import check_choice, check_field, check_positive
 from .._solve import ADJOINTS, SOLVERS, solve
 
 __all__ = ["CNF"]
@@ -32,16 +32,16 @@ _TRACES = ("exact", "hutchinson")
 _NOISES = ("rademacher", "gaussian")
 
 
-def _exact_trace(f, t, z):
+def _exact_trace(f, t, z, args):
     """`tr(∂f/∂z)` at one point `z` of shape `(d,)`: one JVP per basis vector."""
     eye = jnp.eye(z.shape[0], dtype=z.dtype)
-    _, cols = jax.vmap(lambda e: jax.jvp(lambda u: f(t, u), (z,), (e,)))(eye)
+    _, cols = jax.vmap(lambda e: jax.jvp(lambda u: f(t, u, args), (z,), (e,)))(eye)
     return jnp.trace(cols)
 
 
-def _hutchinson_trace(f, t, z, eps):
+def _hutchinson_trace(f, t, z, eps, args):
     """`εᵀ (∂f/∂z) ε` at one point: one JVP."""
-    _, jv = jax.jvp(lambda u: f(t, u), (z,), (eps,))
+    _, jv = jax.jvp(lambda u: f(t, u, args), (z,), (eps,))
     return jnp.sum(eps * jv)
 
 
@@ -52,15 +52,15 @@ class _Reverse(eqx.Module):
     t1: float = eqx.field(static=True)
     trace: str = eqx.field(static=True)
 
-    def __call__(self, s, state, args):
-        field, eps = args
+    def __call__(self, s, state, field_eps_args):
+        field, eps, args = field_eps_args
         z, _ = state
         t = self.t1 - s
-        dz = jax.vmap(lambda u: field(t, u))(z)
+        dz = jax.vmap(lambda u: field(t, u, args))(z)
         if self.trace == "exact":
-            tr = jax.vmap(lambda u: _exact_trace(field, t, u))(z)
+            tr = jax.vmap(lambda u: _exact_trace(field, t, u, args))(z)
         else:
-            tr = jax.vmap(lambda u, e: _hutchinson_trace(field, t, u, e))(z, eps)
+            tr = jax.vmap(lambda u, e: _hutchinson_trace(field, t, u, e, args))(z, eps)
         return -dz, tr
 
 
@@ -68,15 +68,17 @@ class _Forward(eqx.Module):
     """The augmented dynamics forward in time: `dz/dt = f`, `d(∫tr)/dt = tr(∂f/∂z)`
     (exact trace), used by `sample(..., log_prob=True)`."""
 
-    def __call__(self, t, state, field):
+    def __call__(self, t, state, field_args):
+        field, args = field_args
         z, _ = state
-        dz = jax.vmap(lambda u: field(t, u))(z)
-        tr = jax.vmap(lambda u: _exact_trace(field, t, u))(z)
+        dz = jax.vmap(lambda u: field(t, u, args))(z)
+        tr = jax.vmap(lambda u: _exact_trace(field, t, u, args))(z)
         return dz, tr
 
 
-def _flow(t, z, field):
-    return jax.vmap(lambda u: field(t, u))(z)
+def _flow(t, z, field_args):
+    field, args = field_args
+    return jax.vmap(lambda u: field(t, u, args))(z)
 
 
 def _log_normal(z: Float[Array, "n d"]) -> Float[Array, " n"]:
@@ -90,9 +92,11 @@ class CNF(eqx.Module):
 
     **Arguments:**
 
-    - `vector_field`: `vector_field(t, z) -> dz/dt` for ONE point `z` of shape
-      `(dim,)` (usually an `eqx.Module`; its arrays are the parameters). The flow
-      vmaps it over points.
+    - `vector_field`: `vector_field(t, z, args) -> dz/dt` for ONE point `z` of shape
+      `(dim,)` (usually an `eqx.Module`; its arrays are the parameters): the calling
+      convention of `jaxode.solve`. The flow vmaps it over points; `args` is what the
+      caller passes as `args=` to `log_prob`, `inverse` or `sample` (default `None`),
+      the same for every point.
     - `dim`: the dimension of the data.
     - `t1`: the end time (default 1.0).
     - `trace`: `"exact"` (default; cost grows with `dim`) or `"hutchinson"`
@@ -102,8 +106,8 @@ class CNF(eqx.Module):
       (defaults: `"dopri5"`, 1e-5, 1e-5, `"recursive"`, 4096). One ODE is solved for
       a whole batch of points.
 
-    **Raises:** `ValueError` for unknown names (`trace`, `noise`, `solver`,
-    `adjoint`), `dim < 1`, `t1 <= 0` or not finite, `rtol`/`atol <= 0`,
+    **Raises:** `ValueError` for a `vector_field` that does not take `(t, z, args)`,
+    unknown names (`trace`, `noise`, `solver`, `adjoint`), `dim < 1`, `t1 <= 0` or not finite, `rtol`/`atol <= 0`,
     `max_steps < 1`.
     """
 
@@ -122,10 +126,7 @@ class CNF(eqx.Module):
                  t1: float = 1.0, trace: str = "exact", noise: str = "rademacher",
                  solver: Any = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
                  adjoint: Any = "recursive", max_steps: int = 4096):
-        if not callable(vector_field):
-            raise ValueError(
-                f"`vector_field` must be callable as vector_field(t, z), got "
-                f"{short(vector_field)}.")
+        check_field("vector_field", vector_field, "vector_field(t, z, args)")
         if not isinstance(dim, int) or dim < 1:
             raise ValueError(f"`dim` must be a positive integer, got {dim!r}.")
         if (isinstance(t1, bool) or not isinstance(t1, numbers.Real)
@@ -175,8 +176,8 @@ class CNF(eqx.Module):
                      atol=self.atol, adjoint=self.adjoint if adjoint is None else
                      adjoint, max_steps=self.max_steps)
 
-    def inverse(self, x: Array, key: PRNGKeyArray | None = None
-                ) -> tuple[Array, Array]:
+    def inverse(self, x: Array, key: PRNGKeyArray | None = None, *,
+                args: Any = None) -> tuple[Array, Array]:
         """Map data `x` back to the base: returns `(z0, ∫_0^{t1} tr(∂f/∂z) dt)`,
         shapes `(n, dim)` and `(n,)` (or `(dim,)` and `()` for a single point)."""
         x, single = self._points(x, "x")
@@ -193,13 +194,14 @@ class CNF(eqx.Module):
             eps = None
         state0 = (x, jnp.zeros(x.shape[:1], x.dtype))
         sol = self._solve(_Reverse(self.t1, self.trace), state0,
-                          (self.vector_field, eps))
+                          (self.vector_field, eps, args))
         z0, integral = sol.ys[0][-1], sol.ys[1][-1]
         if single:
             return z0[0], integral[0]
         return z0, integral
 
-    def log_prob(self, x: Array, key: PRNGKeyArray | None = None) -> Array:
+    def log_prob(self, x: Array, key: PRNGKeyArray | None = None, *,
+                 args: Any = None) -> Array:
         """`log p(x)` of data `x` (shape `(dim,)` or `(n, dim)`): `log N(z(0)) −
         ∫_0^{t1} tr(∂f/∂z) dt`. With `trace="hutchinson"`, `key` draws the noise
         (one draw per point, fixed over the solve) and the result is an unbiased
@@ -209,11 +211,11 @@ class CNF(eqx.Module):
 
         **Raises:** `ValueError` for a bad shape or a missing `key`.
         """
-        z0, integral = self.inverse(x, key)
+        z0, integral = self.inverse(x, key, args=args)
         return _log_normal(z0) - integral
 
-    def sample(self, key: PRNGKeyArray, n: int, *, log_prob: bool = False
-               ) -> Array | tuple[Array, Array]:
+    def sample(self, key: PRNGKeyArray, n: int, *, log_prob: bool = False,
+               args: Any = None) -> Array | tuple[Array, Array]:
         """`n` samples: `z(0) ~ N(0, I)` carried forward to `t1`.
 
         With `log_prob=True` also returns `log p` of each sample, computed along the
@@ -225,8 +227,8 @@ class CNF(eqx.Module):
             raise ValueError(f"`n` must be a positive integer, got {n!r}.")
         z0 = jr.normal(key, (n, self.dim), dtype=jnp.result_type(float))
         if not log_prob:
-            return self._solve(_flow, z0, self.vector_field).ys[-1]
+            return self._solve(_flow, z0, (self.vector_field, args)).ys[-1]
         state0 = (z0, jnp.zeros((n,), z0.dtype))
-        sol = self._solve(_Forward(), state0, self.vector_field)
+        sol = self._solve(_Forward(), state0, (self.vector_field, args))
         x, integral = sol.ys[0][-1], sol.ys[1][-1]
         return x, _log_normal(z0) - integral

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 from jaxtyping import Array, PyTree
 
-from .._errors import check_choice, check_positive, short
+from .._errors import check_choice, check_field, check_positive
 from .._solve import SOLVERS, Solution, _resolve_adjoint, solve
 from .._solvers import AbstractStepper
 
@@ -112,30 +112,37 @@ _tap.defvjp(_tap_fwd, _tap_bwd)
 
 
 class _Field(eqx.Module):
-    """`f(t, y, vector_field) = vector_field(t, y)`, with the counting hooks.
+    """`f(t, y, (vector_field, args)) = vector_field(t, y, args)`, with the counting
+    hooks.
 
-    The learned vector field travels as `args`, so every adjoint (backsolve included)
-    differentiates its parameters; the hooks are static, so jit caches one program.
+    The learned vector field travels in `solve`'s `args`, so every adjoint (backsolve
+    included) differentiates its parameters; the hooks are static, so jit caches one
+    program.
     """
 
     counter: NFECounter | None = eqx.field(static=True)
     tap: bool = eqx.field(static=True)
 
-    def __call__(self, t, y, vector_field):
+    def __call__(self, t, y, field_args):
+        vector_field, args = field_args
         if self.counter is not None:
             jax.debug.callback(self.counter._add_forward)
             if self.tap:
                 y = _tap(self.counter, y)
-        return vector_field(t, y)
+        return vector_field(t, y, args)
 
 
 class NeuralODE(eqx.Module):
-    """`y(t1)` from `dy/dt = vector_field(t, y)`, `y(0) = y0`: a continuous-depth layer.
+    """`y(t1)` from `dy/dt = vector_field(t, y, args)`, `y(0) = y0`: a continuous-depth
+    layer.
 
     **Arguments:**
 
-    - `vector_field`: a callable (usually an `eqx.Module`) `vector_field(t, y) ->
-      dy/dt`, same pytree, shapes and dtypes as `y`. Its arrays are the parameters.
+    - `vector_field`: a callable (usually an `eqx.Module`) `vector_field(t, y, args)
+      -> dy/dt`, same pytree, shapes and dtypes as `y`: the calling convention of
+      `jaxode.solve` and of diffrax's `ODETerm`. Its arrays are the parameters;
+      `args` is whatever the caller passes to `model(y0, ts, args)` (default
+      `None`), e.g. a conditioning input.
     - `t1`: the end time (the "depth"); the solve runs over `[0, t1]`.
     - `solver`: any solver name of `jaxode.solve` (`"dopri5"`, `"tsit5"`, `"rk4"`,
       ...), a jaxode stepper or a diffrax solver.
@@ -157,14 +164,14 @@ class NeuralODE(eqx.Module):
       `NFECounter` shares it: models built with the same counter hit the same jit
       cache entry (the counter is a static field, compared by identity).
 
-    **Raises:** `ValueError` for an unknown solver or adjoint, `t1 <= 0`, non-positive
-    tolerances or `max_steps`.
+    **Raises:** `ValueError` for a `vector_field` that does not take `(t, y, args)`,
+    an unknown solver or adjoint, `t1 <= 0`, non-positive tolerances or `max_steps`.
 
     Calling the model: `model(y0)` returns `y(t1)` of the solve over `[0, t1]`;
     `model(y0, ts)` starts from `y(ts[0]) = y0` and returns the states at the times
-    `ts` (1-D, strictly increasing) stacked on a leading axis.
-    `model.solve(y0, ts)` returns the full `jaxode.Solution` (with
-    `stats["nfe"]`, the forward evaluations).
+    `ts` (1-D, strictly increasing) stacked on a leading axis; `model(y0, ts, args)`
+    passes `args` to the vector field. `model.solve(y0, ts, args)` returns the full
+    `jaxode.Solution` (with `stats["nfe"]`, the forward evaluations).
     """
 
     vector_field: Callable[..., PyTree]
@@ -190,10 +197,7 @@ class NeuralODE(eqx.Module):
         max_steps: int = 4096,
         count_nfe: "bool | NFECounter" = False,
     ):
-        if not callable(vector_field):
-            raise ValueError(
-                f"`vector_field` must be callable as vector_field(t, y), got "
-                f"{short(vector_field)}.")
+        check_field("vector_field", vector_field, "vector_field(t, y, args)")
         t1 = float(t1)
         if not t1 > 0:
             raise ValueError(f"`t1` must be > 0, got {t1!r}.")
@@ -230,9 +234,10 @@ class NeuralODE(eqx.Module):
             self.adjoint, diffrax.ForwardMode)
         return _Field(self.counter, not forward_mode)
 
-    def solve(self, y0: PyTree, ts: Array | None = None, *, rtol=None, atol=None,
-              throw: bool = True) -> Solution:
-        """The `jaxode.Solution` from `y(0) = y0` saved at `ts` (default `[0, t1]`).
+    def solve(self, y0: PyTree, ts: Array | None = None, args: Any = None, *,
+              rtol=None, atol=None, throw: bool = True) -> Solution:
+        """The `jaxode.Solution` from `y(0) = y0` saved at `ts` (default `[0, t1]`),
+        with `args` passed to the vector field.
 
         `rtol`/`atol` override the model's tolerances for this call (traced values:
         changing them does not recompile).
@@ -241,16 +246,16 @@ class NeuralODE(eqx.Module):
             ts = jnp.array([0.0, self.t1], dtype=jnp.result_type(float))
         adjoint = self.adjoint  # fixed-step solvers honour it too (backsolve included)
         return solve(
-            self._field(), y0, ts, self.vector_field, solver=self.solver,
+            self._field(), y0, ts, (self.vector_field, args), solver=self.solver,
             dt=self.dt, rtol=self.rtol if rtol is None else rtol,
             atol=self.atol if atol is None else atol, adjoint=adjoint,
             max_steps=self.max_steps, throw=throw,
         )
 
-    def __call__(self, y0: PyTree, ts: Array | None = None, *, rtol=None,
-                 atol=None) -> PyTree:
+    def __call__(self, y0: PyTree, ts: Array | None = None, args: Any = None, *,
+                 rtol=None, atol=None) -> PyTree:
         """`y(t1)` (`ts=None`) or the states at `ts` stacked on a leading axis."""
-        sol = self.solve(y0, ts, rtol=rtol, atol=atol)
+        sol = self.solve(y0, ts, args, rtol=rtol, atol=atol)
         if ts is None:
             return jtu.tree_map(lambda a: a[-1], sol.ys)
         return sol.ys
