@@ -52,7 +52,9 @@ def _relative(page_uri: str, target: str) -> str:
 
 def _readme(title: str, page_uri: str) -> str:
     text = readme_section(title)
-    text = text.replace("(docs/img/", "(" + _relative(page_uri, "img") + "/")
+    # README links into docs/ (figures) become links relative to the page
+    text = re.sub(r"\(docs/([^)]+)\)",
+                  lambda m: "(" + _relative(page_uri, m.group(1)) + ")", text)
     for old, new in LINKS.items():
         text = text.replace(old, "(" + _relative(page_uri, new[1:-1]) + ")")
     return text

@@ -339,3 +339,28 @@ def test_two_processes_equal_one_process(tmp_path):
             got = np.load(tmp_path / f"proc{pid}.npz")
             np.testing.assert_allclose(got[f"ys{n}"], ref.ys, rtol=1e-12, atol=1e-10)
             np.testing.assert_array_equal(got[f"steps{n}"], ref.stats["num_steps"])
+
+
+def test_devices_mean_the_same_everywhere():
+    # one module builds the mesh and pads the batch for ensemble, fit and train
+    from jaxode import _sharding
+
+    assert _sharding.resolve_devices(None) == jax.local_devices()
+    mesh = jo.member_mesh()
+    assert mesh.axis_names == ("members",) and mesh.size == len(jax.local_devices())
+    one = [jax.devices()[0]]
+    assert _sharding.resolve_devices(one) == one
+    for bad, words in [(jax.devices()[0], "single device"), ([], "empty"),
+                       ("cpu", "list of jax devices"), ([1], "holds 1"),
+                       (one * 2, "twice")]:
+        with pytest.raises(ValueError, match=words):
+            _sharding.resolve_devices(bad)
+    # padding repeats the last entry, on the host and in JAX alike
+    host = np.arange(6.0).reshape(3, 2)
+    assert np.array_equal(_sharding.pad(host, 5)[3:], [[4.0, 5.0], [4.0, 5.0]])
+    assert isinstance(_sharding.pad(host, 5), np.ndarray)
+    padded = jax.jit(lambda x: _sharding.pad(x, 4))(jnp.asarray(host))
+    assert np.array_equal(np.asarray(padded)[3], [4.0, 5.0])
+    assert _sharding.pad(host, 3) is host
+    four = type("Mesh", (), {"size": 4})()
+    assert [_sharding.padded_size(n, four) for n in (1, 4, 5, 8)] == [4, 4, 8, 8]

@@ -132,10 +132,10 @@ def test_no_recompilation_when_data_change():
     assert np.isfinite(res.loss)
 
 
-# ------------------------------------------------------ the seed problem
+# ------------------------------------------ the competition model
 
 
-def test_seed_tsit5_within_6_percent_and_99_percent_intervals():
+def test_competition_tsit5_within_6_percent_and_99_percent_intervals():
     ts, ys = competition_observations()
     res = jaxode.fit(competition, SEED_GUESS, ts=ts, ys=ys, y0=ys[0], positive=True,
                      steps=300, progress=False)
@@ -158,7 +158,7 @@ def test_seed_tsit5_within_6_percent_and_99_percent_intervals():
     assert "a2" in repr(res) and "±" in repr(res)
 
 
-def test_seed_euler_rnn_every_truth_inside_95_percent(dtype):
+def test_competition_euler_rnn_every_truth_inside_95_percent(dtype):
     ts, ys = competition_observations()
     res = jaxode.fit(competition, SEED_GUESS, ts=ts, ys=ys, y0=ys[0], positive=True,
                      solver=jaxode.Euler(), dt=0.1, steps=300, progress=False)
@@ -171,8 +171,8 @@ def test_seed_euler_rnn_every_truth_inside_95_percent(dtype):
         assert abs(float(res.params[name]) / COMPETITION_PARAMS[name] - 1) < 0.06
 
 
-def test_seed_literal_rnn_dt1_50_steps():
-    # the seed's own network: Euler with dt = 1, trained on the same observations
+def test_competition_literal_rnn_dt1_50_steps():
+    # the original RNN formulation: Euler with dt = 1, trained on the same observations
     ts, ys = competition_observations()
     res = jaxode.fit(competition, SEED_GUESS, ts=ts, ys=ys, y0=ys[0], positive=True,
                      solver=jaxode.Euler(), dt=1.0, steps=300, progress=False)

@@ -54,7 +54,7 @@ def test_adaptive_matches_scipy_dop853(solver, dtype):
 
 
 def test_fixed_dt_splits_intervals_and_matches_euler_grid():
-    """dt=0.1 on the seed's observation times == 420 Euler steps of 0.1."""
+    """dt=0.1 on the competition model's observation times == 420 Euler steps of 0.1."""
     sol = jo.solve(competition, Y0, T_OBS, P, solver="euler", dt=0.1)
     dense = jo.solve(competition, Y0, jnp.linspace(0, 42, 421), P, solver="euler")
     np.testing.assert_allclose(sol.ys, dense.ys[np.array([0, 100, 150, 300, 360, 400,

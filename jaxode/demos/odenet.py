@@ -46,8 +46,8 @@ def _programs(model, optimizer, options):
         logits = m(x, rtol=tol, atol=tol) if isinstance(m, ODENet) else m(x)
         return jnp.argmax(logits, axis=-1)
 
-    return (jax.jit(train, compiler_options=options),
-            jax.jit(predict, compiler_options=options))
+    return {"train": jax.jit(train, compiler_options=options),
+            "predict": jax.jit(predict, compiler_options=options)}
 
 
 def _train(name, build, programs, optimizer, data, *, seed, epochs, batch,
@@ -56,15 +56,17 @@ def _train(name, build, programs, optimizer, data, *, seed, epochs, batch,
     model = build(jr.split(jr.PRNGKey(seed))[1])
     params = eqx.filter(model, eqx.is_inexact_array)
     opt_state = optimizer.init(params)
-    train, predict = programs
     memory = compile_s = 0.0
-    if measure:  # XLA's memory analysis of the compiled step (cached for the run)
+    if measure:  # compile ahead of time: XLA's memory analysis of the step, and the
+        # executable the training runs (all seeds), so the step compiles once
         t = time.perf_counter()
-        mem = train.lower(params, opt_state, xtr[:batch], ytr[:batch]).compile()
+        programs["train"] = programs["train"].lower(
+            params, opt_state, xtr[:batch], ytr[:batch]).compile()
         compile_s = time.perf_counter() - t
-        mem = mem.memory_analysis()
+        mem = programs["train"].memory_analysis()
         memory = int(mem.temp_size_in_bytes + mem.argument_size_in_bytes
                      + mem.output_size_in_bytes)
+    train, predict = programs["train"], programs["predict"]
     per_epoch = len(ytr) // batch
     rng = np.random.default_rng(seed)
     times, nfe_f, nfe_b = [], [], []
@@ -138,7 +140,7 @@ def run(out: Path, quick: bool = False, *, seeds: tuple[int, ...] | None = None,
                   f"({r['step'] * 1e3:.0f} ms/step{compile_note})", flush=True)
         results[name] = runs
         if name.startswith("ODE"):
-            ode_predict = programs[1]
+            ode_predict = programs["predict"]
 
     header = (f"| {'model':<24} | {'test error %':>13} | {'params':>7} | "
               f"{'step memory':>11} | {'ms/step':>7} | {'NFE fwd':>7} | "
