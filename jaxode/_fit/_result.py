@@ -9,7 +9,6 @@ from typing import Any
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
-import scipy.stats
 
 from . import _stats
 from ._data import element_labels
@@ -185,7 +184,7 @@ class FitResult:
             raise ValueError(f"`level` must be in (0, 1), got {level!r}.")
         ctx = self._ctx
         q = _stats.quantile(level, self.mode, self.dof)
-        threshold = float(scipy.stats.chi2.ppf(level, 1))
+        threshold = _stats.chi2_quantile(level)
         loop = with_steps(self._model().loop, 0, _PROFILE_STEPS)
         out = []
         for j in index:

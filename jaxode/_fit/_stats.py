@@ -5,9 +5,16 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-import scipy.stats
 
 from ._data import from_u
+
+
+def _scipy_stats():
+    # imported on first use: scipy.stats takes longer to import than the rest of
+    # jaxode together, and `import jaxode; jaxode.solve(...)` never needs it
+    import scipy.stats
+
+    return scipy.stats
 
 
 def t_quantile(q: float, dof: float) -> float:
@@ -17,7 +24,7 @@ def t_quantile(q: float, dof: float) -> float:
         raise ValueError(f"`q` must be in (0, 1), got {q!r}.")
     if not dof > 0:
         raise ValueError(f"`dof` must be > 0, got {dof!r}.")
-    return float(scipy.stats.t.ppf(q, dof))
+    return float(_scipy_stats().t.ppf(q, dof))
 
 
 def quantile(level: float, mode: str, dof: int) -> float:
@@ -27,7 +34,12 @@ def quantile(level: float, mode: str, dof: int) -> float:
         raise ValueError(f"`level` must be in (0, 1), got {level!r}.")
     if mode == "ls":
         return t_quantile(0.5 + level / 2, dof) if dof > 0 else math.inf
-    return float(scipy.stats.norm.ppf(0.5 + level / 2))
+    return float(_scipy_stats().norm.ppf(0.5 + level / 2))
+
+
+def chi2_quantile(level: float, dof: int = 1) -> float:
+    """The `level` quantile of the χ² distribution (the likelihood-ratio threshold)."""
+    return float(_scipy_stats().chi2.ppf(level, dof))
 
 
 def covariance_v(mode, info, loss, n, dof):
