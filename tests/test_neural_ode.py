@@ -73,7 +73,7 @@ FIELD = Tanh(0.8 * jr.normal(_KEY1, (3, 3)), 0.3 * jr.normal(_KEY2, (3,)))
 Y0 = jnp.array([0.5, -0.3, 0.2])
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, whatever the order
 def adjoint_runs():
     """For each adjoint: the model, its compiled gradient of `_loss`, the gradient
     and the forward/backward evaluation counts of one gradient call (one compiled
@@ -91,6 +91,7 @@ def adjoint_runs():
     return runs
 
 
+@pytest.mark.xdist_group("neural_ode_adjoints")  # the fixture is built once
 @pytest.mark.parametrize("adjoint", ["recursive", "backsolve"])
 def test_backward_nfe(adjoint, adjoint_runs):
     run = adjoint_runs[adjoint]
@@ -107,7 +108,7 @@ def test_backward_nfe(adjoint, adjoint_runs):
         assert run["backward"] > 0
         assert run["forward"] == nfe + run["backward"]
 
-
+@pytest.mark.xdist_group("neural_ode_adjoints")  # the fixture is built once
 def test_gradients_agree_across_adjoints_and_finite_differences(adjoint_runs):
     rec, back = adjoint_runs["recursive"]["grad"], adjoint_runs["backsolve"]["grad"]
     np.testing.assert_allclose(back.W, rec.W, atol=1e-6)
@@ -201,8 +202,9 @@ def test_args_reach_the_vector_field(solver, dt):
     # y(t1) = expm(c A t1) y0 for the field c * A y: the args change the answer
     model = NeuralODE(Scaled(A), t1=1.0, solver=solver, dt=dt, rtol=1e-10, atol=1e-10)
     y0 = jnp.array([1.0, -0.5])
+    run = jax.jit(lambda c: model(y0, None, c))  # args are traced: one program
     for c in [0.5, 2.0]:
-        np.testing.assert_allclose(model(y0, None, c), jsl.expm(c * A) @ y0,
+        np.testing.assert_allclose(run(c), jsl.expm(c * A) @ y0,
                                    rtol=1e-8 if dt is None else 2e-6)
     # and the gradient with respect to args: d/dc sum(y(1)) = 1^T A expm(c A) y0
     g = jax.grad(lambda c: jnp.sum(model(y0, None, c)))(2.0)

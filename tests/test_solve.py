@@ -145,7 +145,7 @@ def _central_fd(fun, x, eps=1e-6):
     return g
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, whatever the order
 def adjoint_grads():
     """Gradient of the same loss by every adjoint (each compiled once)."""
     grads = {a: jax.grad(_loss)(LOTKA_ARGS, a) for a in ["recursive", "backsolve",

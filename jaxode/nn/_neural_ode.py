@@ -19,6 +19,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
+import numpy as np
 from jaxtyping import Array, PyTree
 
 from .._errors import check_choice, check_field, check_positive
@@ -243,7 +244,9 @@ class NeuralODE(eqx.Module):
         changing them does not recompile).
         """
         if ts is None:
-            ts = jnp.array([0.0, self.t1], dtype=jnp.result_type(float))
+            # NumPy, so the times stay concrete under `jit` (a fixed-step solve
+            # with `dt` counts its steps from them)
+            ts = np.array([0.0, self.t1], dtype=jnp.result_type(float))
         adjoint = self.adjoint  # fixed-step solvers honour it too (backsolve included)
         return solve(
             self._field(), y0, ts, (self.vector_field, args), solver=self.solver,
