@@ -30,7 +30,7 @@ demo: install
 	$(BIN)/jaxode demo lotka-volterra --out $(OUT)
 
 test: install-test
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2
 
 # the documentation site in site/; --strict fails on a broken reference or link
 docs: install-test

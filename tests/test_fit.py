@@ -47,7 +47,7 @@ def oscillator(t, y, p):
     return jnp.stack([y[1], -p["w"] ** 2 * y[0]])
 
 
-@pytest.fixture(scope="session")  # built once per worker, whatever the order
+@pytest.fixture(scope="module")
 def oscillator_data():
     ts = np.linspace(0.0, 20.0, 81)
     ys = np.asarray(jaxode.solve(oscillator, jnp.array([1.0, 0.0]), ts, {"w": 3.0},
@@ -217,7 +217,7 @@ def test_stderr_of_linear_model_is_ols():
 
 # ------------------------------------------------ shooting, multistart, divergence
 
-@pytest.mark.xdist_group("oscillator")  # the fixture is built once
+
 def test_multiple_shooting_where_single_shooting_fails(oscillator_data):
     ts, ys = oscillator_data
     kwargs = dict(ts=ts, ys=ys, y0=np.array([1.0, 0.0]), positive=True, solver="rk4",
@@ -230,7 +230,7 @@ def test_multiple_shooting_where_single_shooting_fails(oscillator_data):
     assert shot.loss < 1e-3  # the noise level 0.02^2
     assert shot.converged
 
-@pytest.mark.xdist_group("oscillator")  # the fixture is built once
+
 def test_multistart_finds_the_global_minimum(oscillator_data):
     ts, ys = oscillator_data
     res = jaxode.fit(oscillator, {"w": 1.5}, ts=ts, ys=ys, y0=np.array([1.0, 0.0]),

@@ -162,12 +162,12 @@ def finite_differences(fun, theta, h=1e-6):
     return out
 
 
-@pytest.fixture(scope="session")  # built once per worker, whatever the order
+@pytest.fixture(scope="module")
 def grads():
     return {a: jax.jit(jax.grad(loss), static_argnums=1)(THETA, a)
             for a in ["direct", "recursive", "backsolve"]}
 
-@pytest.mark.xdist_group("fixed_grads")  # the fixture is built once
+
 def test_direct_and_recursive_match_finite_differences(grads):
     fd = finite_differences(lambda th: loss(th, "direct"), THETA)
     for adjoint in ["direct", "recursive"]:
@@ -191,7 +191,7 @@ def test_backsolve_matches_direct_to_the_order_of_the_stepper():
     assert np.all(slopes > 3.5), (errors, slopes)  # RK4: order 4
     assert errors[-1] < 1e-6
 
-@pytest.mark.xdist_group("fixed_grads")  # the fixture is built once
+
 def test_backsolve_gradient_matches_finite_differences(grads):
     fd = finite_differences(lambda th: loss(th, "direct"), THETA)
     for name in THETA:

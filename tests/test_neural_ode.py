@@ -73,8 +73,7 @@ FIELD = Tanh(0.8 * jr.normal(_KEY1, (3, 3)), 0.3 * jr.normal(_KEY2, (3,)))
 Y0 = jnp.array([0.5, -0.3, 0.2])
 
 
-@pytest.fixture(scope="session")  # built once per worker, whatever the order
-def adjoint_runs():
+def _adjoint_runs():
     """For each adjoint: the model, its compiled gradient of `_loss`, the gradient
     and the forward/backward evaluation counts of one gradient call (one compiled
     program per adjoint, shared by the tests below)."""
@@ -91,10 +90,15 @@ def adjoint_runs():
     return runs
 
 
-@pytest.mark.xdist_group("neural_ode_adjoints")  # the fixture is built once
-@pytest.mark.parametrize("adjoint", ["recursive", "backsolve"])
-def test_backward_nfe(adjoint, adjoint_runs):
-    run = adjoint_runs[adjoint]
+def test_backward_nfe_and_gradients_agree_across_adjoints_and_finite_differences():
+    # one test, so each adjoint's compiled gradient is built once
+    adjoint_runs = _adjoint_runs()
+    for adjoint in ["recursive", "backsolve"]:
+        _check_backward_nfe(adjoint, adjoint_runs[adjoint])
+    _check_gradients_agree(adjoint_runs)
+
+
+def _check_backward_nfe(adjoint, run):
     nfe = int(eqx.filter_jit(lambda m: m.solve(Y0, jnp.linspace(0.0, 1.5, 4)).stats)(
         run["model"])["nfe"])
     if adjoint == "recursive":
@@ -108,8 +112,8 @@ def test_backward_nfe(adjoint, adjoint_runs):
         assert run["backward"] > 0
         assert run["forward"] == nfe + run["backward"]
 
-@pytest.mark.xdist_group("neural_ode_adjoints")  # the fixture is built once
-def test_gradients_agree_across_adjoints_and_finite_differences(adjoint_runs):
+
+def _check_gradients_agree(adjoint_runs):
     rec, back = adjoint_runs["recursive"]["grad"], adjoint_runs["backsolve"]["grad"]
     np.testing.assert_allclose(back.W, rec.W, atol=1e-6)
     np.testing.assert_allclose(back.b, rec.b, atol=1e-6)

@@ -145,25 +145,14 @@ def _central_fd(fun, x, eps=1e-6):
     return g
 
 
-@pytest.fixture(scope="session")  # built once per worker, whatever the order
-def adjoint_grads():
-    """Gradient of the same loss by every adjoint (each compiled once)."""
-    grads = {a: jax.grad(_loss)(LOTKA_ARGS, a) for a in ["recursive", "backsolve",
-                                                          "direct"]}
-    grads["forward"] = jax.jacfwd(_loss)(LOTKA_ARGS, "forward")
-    grads["fd"] = _central_fd(lambda a: _loss(a, "recursive"), LOTKA_ARGS)
-    return grads
-
-
-@pytest.mark.xdist_group("adjoint_grads")  # the fixture is built once
-@pytest.mark.parametrize("adjoint", ["recursive", "backsolve", "direct", "forward"])
-def test_gradients_match_finite_differences(adjoint_grads, adjoint):
-    np.testing.assert_allclose(adjoint_grads[adjoint], adjoint_grads["fd"], rtol=2e-5)
-
-
-@pytest.mark.xdist_group("adjoint_grads")  # the fixture is built once
-def test_adjoints_agree_with_each_other(adjoint_grads):
-    g = adjoint_grads
+def test_gradients_match_finite_differences_and_each_other():
+    # one test, so the four compiled gradients are built once
+    g = {a: jax.grad(_loss)(LOTKA_ARGS, a)
+         for a in ["recursive", "backsolve", "direct"]}
+    g["forward"] = jax.jacfwd(_loss)(LOTKA_ARGS, "forward")
+    fd = _central_fd(lambda a: _loss(a, "recursive"), LOTKA_ARGS)
+    for adjoint in ["recursive", "backsolve", "direct", "forward"]:
+        np.testing.assert_allclose(g[adjoint], fd, rtol=2e-5, err_msg=adjoint)
     np.testing.assert_allclose(g["recursive"], g["direct"], rtol=1e-12)
     np.testing.assert_allclose(g["forward"], g["recursive"], rtol=1e-9)
     np.testing.assert_allclose(g["backsolve"], g["recursive"], rtol=1e-6)
