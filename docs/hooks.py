@@ -21,8 +21,8 @@ HEADING = re.compile(r"^(#{1,6}) (.+)$")
 
 # README links that point outside the site, and where they go on it
 LINKS = {
-    "(#benchmarks)": "(benchmarks.md)",
-    "(benchmarks/RESULTS.md)": "(benchmarks.md)",
+    "#benchmarks": "benchmarks.md",
+    "benchmarks/RESULTS.md": "benchmarks.md",
 }
 
 
@@ -56,7 +56,7 @@ def _readme(title: str, page_uri: str) -> str:
     text = re.sub(r"\(docs/([^)]+)\)",
                   lambda m: "(" + _relative(page_uri, m.group(1)) + ")", text)
     for old, new in LINKS.items():
-        text = text.replace(old, "(" + _relative(page_uri, new[1:-1]) + ")")
+        text = text.replace(f"({old})", f"({_relative(page_uri, new)})")
     return text
 
 

@@ -32,7 +32,6 @@ __all__ = [
 ]
 
 
-
 def __getattr__(name: str):
     # `jo.plot` and `jo.data` import on first use: `jaxode.plot` needs matplotlib (the
     # `plot` extra), which `import jaxode` must not require

@@ -34,6 +34,7 @@ from ._types import Args, VectorField, Y
 
 __all__ = ["ensemble"]
 
+
 def _as_float_host(x: Any) -> Any:
     """Host copy of a concrete leaf, promoted to floating point like `solve` does."""
     x = np.asarray(x)

@@ -27,6 +27,14 @@ from ._sharding import member_mesh, replicated, split
 __all__ = ["train", "load_trained"]
 
 
+def _with_clipping(optimizer: optax.GradientTransformation,
+                   clip_norm: float | None) -> optax.GradientTransformation:
+    """The optimiser `train` steps with: gradients clipped to `clip_norm` first."""
+    if clip_norm is None:
+        return optimizer
+    return optax.chain(optax.clip_by_global_norm(clip_norm), optimizer)
+
+
 def _check_int(name: str, value, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"`{name}` must be an integer >= {low}, got {value!r}.")
@@ -170,8 +178,7 @@ def train(
                 f"divides by {mesh.size}; got {what}. Choose such a batch size, or "
                 "pass devices=[jax.devices()[0]] to train on one device.")
 
-    opt = optimizer if clip_norm is None else optax.chain(
-        optax.clip_by_global_norm(clip_norm), optimizer)
+    opt = _with_clipping(optimizer, clip_norm)
     params, static = eqx.partition(model, eqx.is_inexact_array)
     opt_state = opt.init(params)
     start = 0
@@ -274,8 +281,7 @@ def load_trained(path, model: Any, optimizer: optax.GradientTransformation, *,
     **Raises:** `ValueError` when the file is truncated or corrupt, or was written
     for another model or optimiser (the message names the first leaf that differs).
     """
-    opt = optimizer if clip_norm is None else optax.chain(
-        optax.clip_by_global_norm(clip_norm), optimizer)
+    opt = _with_clipping(optimizer, clip_norm)
     params, static = eqx.partition(model, eqx.is_inexact_array)
     (params, _, _), step, _ = load_checkpoint(path, (params, opt.init(params), key))
     return eqx.combine(params, static), step

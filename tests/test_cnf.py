@@ -166,4 +166,3 @@ def test_plots(tmp_path):
     assert len(fig.axes) == 2  # NFE and the error on a twin axis
     fig.savefig(tmp_path / "nfe.png")
     assert (tmp_path / "nfe.png").stat().st_size > 0
-

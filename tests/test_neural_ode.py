@@ -76,7 +76,7 @@ Y0 = jnp.array([0.5, -0.3, 0.2])
 def _adjoint_runs():
     """For each adjoint: the model, its compiled gradient of `_loss`, the gradient
     and the forward/backward evaluation counts of one gradient call (one compiled
-    program per adjoint, shared by the tests below)."""
+    program per adjoint, shared by the checks of the test below)."""
     runs = {}
     for adjoint in ["recursive", "backsolve"]:
         model = NeuralODE(FIELD, t1=1.5, rtol=1e-10, atol=1e-10, adjoint=adjoint,

@@ -107,8 +107,8 @@ class CNF(eqx.Module):
       a whole batch of points.
 
     **Raises:** `ValueError` for a `vector_field` that does not take `(t, z, args)`,
-    unknown names (`trace`, `noise`, `solver`, `adjoint`), `dim < 1`, `t1 <= 0` or not finite, `rtol`/`atol <= 0`,
-    `max_steps < 1`.
+    unknown names (`trace`, `noise`, `solver`, `adjoint`), `dim < 1`, `t1 <= 0` or
+    not finite, `rtol`/`atol <= 0`, `max_steps < 1`.
     """
 
     vector_field: Callable[..., Array]

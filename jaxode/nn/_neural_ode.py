@@ -160,8 +160,8 @@ class NeuralODE(eqx.Module):
       The hooks cost a host callback per evaluation, and a program holding one cannot
       go into JAX's persistent compilation cache; without them, `model.solve(y0)`
       still reports the forward evaluations in `stats["nfe"]`, counted inside the
-      compiled program. With
-      `adjoint="forward"` only forward evaluations are counted. Passing an
+      compiled program. With `adjoint="forward"` only forward evaluations are
+      counted. Passing an
       `NFECounter` shares it: models built with the same counter hit the same jit
       cache entry (the counter is a static field, compared by identity).
 
