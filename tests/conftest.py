@@ -3,6 +3,13 @@ tests also run in float32 with 64-bit mode off, as users run, through `dtype`.""
 
 import os  # noqa: E402
 
+# The suite compiles far more than it computes (hundreds of small programs, each run a
+# few times): XLA's lowest backend optimisation level roughly halves compile time and
+# changes no number a test reads. Set before JAX starts its backend; the subprocesses
+# the tests start inherit it.
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                           + " --xla_backend_optimization_level=0").strip()
+
 import equinox as eqx  # noqa: E402
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -13,10 +20,11 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
-# subprocess runs of examples compile far more than they compute: lower XLA's
-# optimisation level for them
-FAST_COMPILE = {"XLA_FLAGS": (os.environ.get("XLA_FLAGS", "")
-                              + " --xla_backend_optimization_level=0").strip()}
+# what subprocess runs need in their environment to keep the low optimisation level
+FAST_COMPILE = {"XLA_FLAGS": os.environ["XLA_FLAGS"]}
+# ... and what a subprocess with four host devices needs
+FOUR_DEVICES_ENV = {
+    "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=4"}
 
 
 class LinearField(eqx.Module):
@@ -65,4 +73,4 @@ def tmp_out(tmp_path):
     return tmp_path
 
 
-__all__ = ["tree_allclose", "jnp", "FAST_COMPILE", "LinearField", "rtol_for"]
+__all__ = ["tree_allclose", "jnp", "FAST_COMPILE", "FOUR_DEVICES_ENV", "LinearField", "rtol_for"]

@@ -19,7 +19,7 @@ import pytest
 import jaxode as jo
 from jaxode.data import COMPETITION_PARAMS, competition
 
-from conftest import tree_allclose
+from conftest import FAST_COMPILE, FOUR_DEVICES_ENV, tree_allclose
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
@@ -205,7 +205,7 @@ for n, kw in [(1, fixed), (3, fixed), (5, fixed), (8, fixed), (5, adaptive)]:
 
 
 def test_four_host_devices_sharded_equals_single_device():
-    res = _run(FOUR_DEVICES, {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    res = _run(FOUR_DEVICES, FOUR_DEVICES_ENV)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("ok ") == 5, res.stdout
 
@@ -267,7 +267,7 @@ print("ok train", h4["loss"][[0, -1]])
 
 def test_four_host_devices_fit_multistart_and_train_data_parallel():
     res = _run(FOUR_DEVICES_FIT_TRAIN,
-               {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+               FOUR_DEVICES_ENV)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count("ok ") == 2, res.stdout
 
@@ -314,7 +314,7 @@ def test_two_processes_equal_one_process(tmp_path):
     script.write_text(textwrap.dedent(TWO_PROCESSES))
     port = str(_free_port())
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    env.pop("XLA_FLAGS", None)
+    env["XLA_FLAGS"] = FAST_COMPILE["XLA_FLAGS"]  # one device per process
     procs = [subprocess.Popen([sys.executable, str(script), str(i), port,
                                str(tmp_path)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]

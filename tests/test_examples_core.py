@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import FOUR_DEVICES_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -27,7 +29,7 @@ def test_simulate_example(tmp_path):
 
 def test_ensemble_example_on_four_devices(tmp_path):
     res = _example("ensemble", "--members", "8", "--out", str(tmp_path),
-                   env_extra={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+                   env_extra=FOUR_DEVICES_ENV)
     assert res.returncode == 0, res.stderr[-3000:]
     assert ("8 members on 4 device(s): ys (8, 101, 2), members per device "
             "[2, 2, 2, 2]") in res.stdout
