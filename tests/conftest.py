@@ -3,10 +3,10 @@ tests also run in float32 with 64-bit mode off, as users run, through `dtype`.""
 
 import os  # noqa: E402
 
-# The suite compiles far more than it computes (hundreds of small programs, each run a
-# few times): XLA's lowest backend optimisation level roughly halves compile time and
-# changes no number a test reads. Set before JAX starts its backend; the subprocesses
-# the tests start inherit it.
+# The suite compiles far more than it computes (hundreds of small programs, each run
+# a few times): XLA's lowest backend optimisation level takes a fifth off the run
+# time and changes no number a test reads. Set before JAX starts its backend; the
+# subprocesses the tests start inherit it.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                            + " --xla_backend_optimization_level=0").strip()
 
