@@ -74,3 +74,22 @@ def tmp_out(tmp_path):
 
 
 __all__ = ["tree_allclose", "jnp", "FAST_COMPILE", "FOUR_DEVICES_ENV", "LinearField", "rtol_for"]
+
+
+# The longest tests (each a fresh process that compiles a whole program: the README's
+# blocks, the quick demos, the example scripts, the multi-device runs) start first, so
+# that `pytest -n 2` does not end with one worker running a long test alone; the
+# longest kinds are named first.
+LONG_FIRST = ("test_python_blocks_run_as_pasted[README", "test_demo_quick_",
+              "example",
+              "test_four_host_devices", "test_two_processes",
+              "test_gradients_match_finite_differences_and_each_other",
+              "test_two_experiments_sharing_a_rate")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item):
+        return next((i for i, s in enumerate(LONG_FIRST) if s in item.name),
+                    len(LONG_FIRST))
+
+    items.sort(key=rank)  # stable: otherwise in the order collected
