@@ -208,7 +208,8 @@ class GradientFlow:
     - `rate`: the geometric mean of `step_ratios`, `(norms[0]/norms[-1])^(1/(T−1))`
       (over the steps where the norm has not underflowed to zero); below 1 the
       gradient decays going back, above 1 it grows.
-    - `ratio`: `norms[0] / norms[-1]`, the change over the whole sequence.
+    - `ratio`: `norms[0] / norms[-1]`, the change over the whole sequence (0 when
+      `norms[0]` underflowed: the ratio is then below the smallest float64).
     - `verdict`: `"vanishing"` (ratio below the `vanishing` threshold), `"exploding"`
       (above `exploding`) or `"healthy"`.
     """

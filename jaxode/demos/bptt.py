@@ -125,7 +125,10 @@ def run(out: Path, quick: bool = False) -> dict:
         inputs = jnp.abs(seq) if "ReLU" in name else seq
         rep = gradient_flow(cell, inputs)
         reports[name] = rep
-        print(f"{name:<38} | {rep.ratio:>17.3e} | {rep.rate:>8.4f} | {rep.verdict}")
+        # a norm that underflowed to zero: the ratio is below the smallest float
+        ratio = (f"{rep.ratio:.3e}" if rep.ratio > 0 else
+                 f"< {np.finfo(rep.norms.dtype).tiny:.0e}")
+        print(f"{name:<38} | {ratio:>17} | {rep.rate:>8.4f} | {rep.verdict}")
     fig = plot.gradient_flow(reports, title=f"Gradient flow over {length} steps")
     path_g = Path(out) / "gradient_flow.png"
     fig.savefig(path_g, dpi=110)
