@@ -23,7 +23,7 @@ from ._data import (check_params, param_spec, prepare_groups, to_u, u_bounds,
                     unit_of)
 from ._likelihood import check_sigma, get_noise
 from ._loop import MAX_BAD, default_optimizer, make_loop, run_loop
-from ._problem import GroupData, Problem, resolve_args
+from ._problem import GroupData, Problem, resolve_args, unflatten
 from ._result import FitResult, in_order_of, labels_for
 
 
@@ -427,9 +427,9 @@ def _assemble(state, losses, ctx, order, params0, groups, single, n, message, st
         ctx.y0_unit, np.exp(v[n_p + prob.n_y0:])])
     cov = cov_v * np.outer(dnat, dnat)
     se = se_v * np.abs(dnat)
-    unflatten = functools.partial(_unflatten, prob.treedef, prob.shapes, prob.dtype)
-    params = in_order_of(order, unflatten(flat))
-    stderr = in_order_of(order, unflatten(se[:n_p]))
+    to_tree = functools.partial(unflatten, prob.treedef, prob.shapes, prob.dtype)
+    params = in_order_of(order, to_tree(flat))
+    stderr = in_order_of(order, to_tree(se[:n_p]))
     y0_hat, y0_se = _initial_states(v, se, prob, groups, single)
 
     sigma = dispersion = None
@@ -454,7 +454,7 @@ def _assemble(state, losses, ctx, order, params0, groups, single, n, message, st
     noise_labels = [f"{'dispersion' if dispersion is not None else 'sigma'}[{c}]"
                     for c in range(prob.n_noise)]
     labels, row_order = labels_for(order, params0, y0_labels, noise_labels)
-    ctx = ctx._replace(unflatten=unflatten,
+    ctx = ctx._replace(unflatten=to_tree,
                        predictor=_predictor(prob, groups, single))
     return FitResult(
         params=params, y0=y0_hat, sigma=sigma, dispersion=dispersion,
@@ -473,14 +473,7 @@ def _information(prob, mu, jac, v):
     return prob.weight(mu, v), prob.information(mu, jac, v)
 
 
-def _unflatten(treedef, shapes, dtype, flat):
-    """Flat NumPy values -> a pytree like `params0` (picklable with the result)."""
-    out, i = [], 0
-    for shape in shapes:
-        size = int(np.prod(shape))
-        out.append(np.asarray(flat[i: i + size], dtype).reshape(shape))
-        i += size
-    return jtu.tree_unflatten(treedef, out)
+_unflatten = unflatten  # results saved by earlier versions refer to this name
 
 
 def _initial_states(v, se, prob, groups, single):

@@ -94,12 +94,7 @@ class Problem(eqx.Module):
         return flat, y0s, s
 
     def unflatten(self, flat):
-        out, i = [], 0
-        for shape in self.shapes:
-            n = int(np.prod(shape))
-            out.append(flat[i: i + n].reshape(shape).astype(self.dtype))
-            i += n
-        return jtu.tree_unflatten(self.treedef, out)
+        return unflatten(self.treedef, self.shapes, self.dtype, flat, jnp)
 
     # -- the model
     def solve_group(self, g, params, y0, grid, throw=False, adjoint=None):
@@ -170,3 +165,15 @@ class Problem(eqx.Module):
         """The Fisher information `Jᵀ W J` plus the noise parameters' block."""
         w = self.weight(mu, v)
         return jac.T @ (w[:, None] * jac) + jax.hessian(self.loss, argnums=1)(mu, v)
+
+
+def unflatten(treedef, shapes, dtype, flat, xp=np):
+    """A flat vector -> a pytree like `params0`: JAX arrays inside the fit
+    (`xp=jnp`), NumPy ones in the result (module-level, so a result that keeps it
+    pickles)."""
+    out, i = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        out.append(xp.asarray(flat[i: i + size], dtype).reshape(shape))
+        i += size
+    return jtu.tree_unflatten(treedef, out)
