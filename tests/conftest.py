@@ -20,9 +20,8 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
-# what subprocess runs need in their environment to keep the low optimisation level
-FAST_COMPILE = {"XLA_FLAGS": os.environ["XLA_FLAGS"]}
-# ... and what a subprocess with four host devices needs
+# what a subprocess with four host devices needs in its environment (the others
+# inherit the low optimisation level from `os.environ`)
 FOUR_DEVICES_ENV = {
     "XLA_FLAGS": os.environ["XLA_FLAGS"] + " --xla_force_host_platform_device_count=4"}
 
@@ -73,7 +72,7 @@ def tmp_out(tmp_path):
     return tmp_path
 
 
-__all__ = ["tree_allclose", "jnp", "FAST_COMPILE", "FOUR_DEVICES_ENV", "LinearField", "rtol_for"]
+__all__ = ["tree_allclose", "jnp", "FOUR_DEVICES_ENV", "LinearField", "rtol_for"]
 
 
 # The longest tests (each a fresh process that compiles a whole program: the README's

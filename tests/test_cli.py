@@ -12,17 +12,14 @@ import pytest
 from jaxode.demos import _OPS as OPS
 
 import jaxode as jo
-from conftest import FAST_COMPILE
 from jaxode import cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _jaxode(*argv, cwd=None, timeout=300):
-    # the quick demos compile far more than they compute: XLA's lowest
-    # optimisation level (numbers unchanged to their printed digits)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
-           **FAST_COMPILE}
+    # XLA's lowest optimisation level comes with `os.environ` (conftest.py)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     return subprocess.run([sys.executable, "-m", "jaxode.cli", *argv], env=env,
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
 

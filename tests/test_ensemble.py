@@ -19,7 +19,7 @@ import pytest
 import jaxode as jo
 from jaxode.data import COMPETITION_PARAMS, competition
 
-from conftest import FAST_COMPILE, FOUR_DEVICES_ENV, tree_allclose
+from conftest import FOUR_DEVICES_ENV, tree_allclose
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
@@ -314,7 +314,6 @@ def test_two_processes_equal_one_process(tmp_path):
     script.write_text(textwrap.dedent(TWO_PROCESSES))
     port = str(_free_port())
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = FAST_COMPILE["XLA_FLAGS"]  # one device per process
     procs = [subprocess.Popen([sys.executable, str(script), str(i), port,
                                str(tmp_path)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(2)]

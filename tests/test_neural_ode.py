@@ -19,7 +19,6 @@ import jaxode as jo
 from jaxode.nn import MLP, NeuralODE, ODENet, ResNet, RKNet, count_params
 from jaxode.nn._classifiers import Conv3x3
 
-from conftest import FAST_COMPILE
 from conftest import LinearField as Linear
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -319,7 +318,7 @@ def test_example_runs():
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "odenet.py"), "--steps", "2",
          "--channels", "4"], capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **FAST_COMPILE})
+        env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0, out.stderr[-2000:]
     assert "test error" in out.stdout and "NFE forward" in out.stdout
 

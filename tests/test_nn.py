@@ -258,7 +258,8 @@ def test_forecast_compiles_once_per_shape(getkey):
 
 def test_sine_forecaster_scaled_down(getkey):
     """The noisy-sine forecasting task with fewer steps: both models well below the
-    noise-free error of a constant predictor, and the LSTM's 80-step rollout stays on the sine."""
+    noise-free error of a constant predictor, and the LSTM's 80-step rollout stays on
+    the sine."""
     from jaxode.demos.sine import fit_and_score
 
     _, y = noisy_sine(400, 36.0, 0.2, seed=0)

@@ -161,9 +161,9 @@ class NeuralODE(eqx.Module):
       go into JAX's persistent compilation cache; without them, `model.solve(y0)`
       still reports the forward evaluations in `stats["nfe"]`, counted inside the
       compiled program. With `adjoint="forward"` only forward evaluations are
-      counted. Passing an
-      `NFECounter` shares it: models built with the same counter hit the same jit
-      cache entry (the counter is a static field, compared by identity).
+      counted. Passing an `NFECounter` shares it: models built with the same counter
+      hit the same jit cache entry (the counter is a static field, compared by
+      identity).
 
     **Raises:** `ValueError` for a `vector_field` that does not take `(t, y, args)`,
     an unknown solver or adjoint, `t1 <= 0`, non-positive tolerances or `max_steps`.
