@@ -260,6 +260,26 @@ def test_nonfinite_steps_are_undone():
     assert rel_err(res.params, DECAY) < 1e-3  # ... were undone; the fit recovered
 
 
+def test_converged_when_no_step_can_lower_the_loss_beyond_its_rounding():
+    """`converged` accepts a point whose gradient fails the first-order test when the
+    Newton step from it would lower the loss by less than 16 roundings of the loss
+    (a float32 loss through an adaptive solve is smooth only to the solver's
+    tolerance), and not otherwise."""
+    from jaxode._fit._stats import converged
+
+    def check(grad, dtype):
+        g = np.array([grad])
+        info = np.array([[10.0]])  # first-order test: |g| <= 1e-3 sqrt(10) = 3.2e-3
+        return converged(g, info, np.ones((1, 1)), np.zeros(1), np.zeros(1), 60.0,
+                         "nll", dtype, curvature=info)
+
+    assert check(1e-3, np.float64) and check(1e-3, np.float32)  # first-order test
+    # predicted decrease 0.5 * 0.01**2 / 10 = 5e-6: below 16 float32 roundings of
+    # the loss (1.2e-4), far above 16 float64 roundings (2e-13)
+    assert check(0.01, np.float32) and not check(0.01, np.float64)
+    assert not check(0.1, np.float32)  # 5e-4: a step would still gain
+
+
 def test_divergence_stops_with_a_message():
     def fragile(t, y, p):  # finite only at the starting rate
         return -p["k"] * y + jnp.where(p["k"] == 0.5, 0.0, jnp.nan)

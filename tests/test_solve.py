@@ -1,5 +1,7 @@
 """`jaxode.solve`: accuracy against scipy, gradients, transformations, bad input."""
 
+import functools
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -26,10 +28,15 @@ def lotka(t, y, args):
 LOTKA_ARGS = jnp.array([1.1, 0.4, 0.4, 0.1])
 
 
-def _scipy(f, y0, ts, args):
+@functools.cache
+def _lotka_reference() -> np.ndarray:
+    """The Lotka–Volterra solution at t = 0, 1, ..., 15 from y0 = (10, 5) by SciPy's
+    DOP853 at rtol = atol = 1e-12, its right-hand side in plain NumPy (float64)."""
+    a, b, c, d = np.asarray(LOTKA_ARGS, np.float64)
     out = scipy.integrate.solve_ivp(
-        lambda t, y: np.asarray(f(t, jnp.asarray(y), args)), (ts[0], ts[-1]),
-        np.asarray(y0), method="DOP853", t_eval=np.asarray(ts), rtol=1e-12, atol=1e-12)
+        lambda t, y: [a * y[0] - b * y[0] * y[1], -c * y[1] + d * y[0] * y[1]],
+        (0.0, 15.0), [10.0, 5.0], method="DOP853", t_eval=np.linspace(0.0, 15.0, 16),
+        rtol=1e-12, atol=1e-12)
     return out.y.T
 
 
@@ -43,9 +50,7 @@ def test_adaptive_matches_scipy_dop853(solver, dtype):
     sol = jo.solve(lotka, y0, ts, args, solver=solver, rtol=tol, atol=tol,
                    max_steps=100_000)
     assert sol.ys.dtype == dtype
-    with jax.enable_x64(True):
-        ref = _scipy(lotka, np.asarray(y0, np.float64), np.asarray(ts, np.float64),
-                     jnp.asarray(LOTKA_ARGS, jnp.float64))
+    ref = _lotka_reference()
     err = rtol_for(dtype, 1e-7, 2e-4)
     np.testing.assert_allclose(np.asarray(sol.ys, np.float64), ref, rtol=err, atol=err)
     assert bool(sol.ok)

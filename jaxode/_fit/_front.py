@@ -410,7 +410,8 @@ def _assemble(state, losses, ctx, order, params0, groups, single, n, message, st
     weight, info = (np.asarray(x, np.float64) for x in _information(
         prob, *(jnp.asarray(x, prob.data.dtype) for x in (pred, jac, v))))
     converged = not message and _stats.converged(
-        grad, info, jac, weight, np.abs(data), loss, mode, prob.dtype)
+        grad, info, jac, weight, np.abs(data), loss, mode, prob.dtype,
+        pick(state.best_info))
     if prob.noise.name == "laplace" and not message:
         # the Laplace likelihood has kinks (a median-like optimum): no gradient test;
         # converged when the Gauss–Newton steps (reweighted least squares) came to rest
