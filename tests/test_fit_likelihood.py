@@ -45,8 +45,11 @@ def draw(noise, rng, ts=TS, amplitude=TRUE["A"]):
 
 
 def fit_decay(ys, noise, ts=TS, **kw):
+    # RK4 steps of 0.05 (error ~1e-8, far below the noise) compile in a fraction of
+    # the time of an adaptive solve; tests that pass tolerances get Tsit5
+    steps = {} if "rtol" in kw else {"solver": "rk4", "dt": 0.05}
     kw = {"sigma": "estimate" if noise == "normal" else None, "positive": True,
-          "steps": 0, "polish": 40, "progress": False, **kw}
+          "steps": 0, "polish": 40, "progress": False, **steps, **kw}
     return jaxode.fit(decay, START, ts=ts, ys=ys, y0=np.array([1.0]), t0=0.0,
                       observe=amplitude, noise=noise, **kw)
 
@@ -170,7 +173,7 @@ def test_observation_of_a_sum_recovers_both_rates():
     ys = np.asarray(truth[:, :1] + truth[:, 1:])
     res = jaxode.fit(chain, {"k1": 2.0, "k2": 0.3}, ts=ts, ys=ys,
                      y0=np.array([10.0, 0.0]), t0=0.0, observe=total, positive=True,
-                     steps=100, progress=False, rtol=1e-10, atol=1e-10)
+                     steps=100, progress=False, solver="rk4", dt=0.02)
     np.testing.assert_allclose([res.params["k1"], res.params["k2"]], [1.3, 0.4],
                                rtol=1e-5)
     assert res.predict(ts, observed=True).shape == (15, 1)
@@ -204,7 +207,8 @@ def test_two_experiments_sharing_a_rate_beat_either_alone():
                  args={"dose": 0.0}, t0=0.0),
             dict(ts=ts_b, ys=data(ts_b, 1.0, 2.0), y0=np.array([1.0]),
                  args={"dose": 2.0}, t0=0.0)]
-    kw = dict(positive=True, steps=100, progress=False, sigma=0.2)
+    kw = dict(positive=True, steps=100, progress=False, sigma=0.2, solver="rk4",
+              dt=0.05)  # fixed steps: a shorter compile
     both = jaxode.fit(dosed, {"k": 1.0}, experiments=exps, **kw)
     alone = [jaxode.fit(dosed, {"k": 1.0}, experiments=[e], **kw) for e in exps]
     assert abs(both.params["k"] - 0.7) < 0.05
@@ -256,7 +260,8 @@ def test_a_rate_the_data_cannot_identify_has_a_flat_profile_and_an_open_interval
     rng = np.random.default_rng(8)
     ys = np.exp(-0.7 * TS)[:, None] + 0.01 * rng.normal(size=(16, 1))
     res = jaxode.fit(product, {"a": 2.0, "b": 0.5}, ts=TS, ys=ys, y0=np.ones(1),
-                     t0=0.0, positive=True, steps=300, progress=False)
+                     t0=0.0, positive=True, steps=300, progress=False, solver="rk4",
+                     dt=0.05)
     assert float(res.params["a"] * res.params["b"]) == pytest.approx(0.7, rel=0.02)
     wald = res.confint(0.95)["a"]
     assert np.all(np.isfinite(wald))  # Gauss–Newton gives a finite, wrong answer
