@@ -1,9 +1,5 @@
 """Hand-written BPTT against autodiff and a NumPy loop; gradient-flow verdicts."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -14,7 +10,6 @@ import pytest
 import jaxode as jo
 from jaxode.bptt import elman_grads, elman_grads_autodiff, elman_loss, gradient_flow
 
-ROOT = Path(__file__).resolve().parents[1]
 GRAD = jax.jit(jax.grad(elman_loss))
 
 
@@ -133,11 +128,3 @@ def test_gradient_flow_verdicts_over_100_steps(getkey):
     assert "vanishing" in str(sig)
     with pytest.raises(ValueError, match="at least 2 steps"):
         gradient_flow(small_sigmoid, xs[:1])
-
-
-def test_example_bptt_runs():
-    out = subprocess.run([sys.executable, str(ROOT / "examples" / "bptt.py"), "--length",
-                          "30"], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stderr
-    assert "vanishing" in out.stdout and "max |hand - autodiff|" in out.stdout

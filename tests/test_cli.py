@@ -148,23 +148,71 @@ def _targets(stdout: str) -> dict[str, float]:
     return found
 
 
-@pytest.mark.parametrize("name", list(cli.DEMOS))
-def test_demo_quick_writes_pngs_and_meets_its_targets(name, tmp_path):
-    res = _jaxode("demo", name, "--quick", "--out", str(tmp_path / "out"))
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    printed = _targets(res.stdout)
+# The quick demos run in two Python processes, four demos each (about two minutes
+# per process, one for each pytest worker), each demo from a clean start (64-bit mode
+# off, no open figures): starting Python and importing JAX twice instead of eight
+# times saves half a minute.
+DEMO_GROUPS = (("odenet", "sine", "bptt", "lotka-volterra"),
+               ("cnf", "flu", "lynx-hare", "simulate"))
+_DEMO_RUNNER = """
+import sys, traceback
+import jax
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from jaxode import cli
+out = sys.argv[1]
+for name in sys.argv[2:]:
+    jax.config.update("jax_enable_x64", False)  # as in a fresh process
+    print("=== demo", name, flush=True)
+    try:
+        code = cli.main(["demo", name, "--quick", "--out", f"{out}/{name}"])
+    except BaseException:
+        traceback.print_exc(file=sys.stdout)
+        code = "exception"
+    print("=== exit", code, flush=True)
+    plt.close("all")
+"""
+
+
+def test_demo_groups_hold_every_demo_once():
+    names = [name for group in DEMO_GROUPS for name in group]
+    assert sorted(names) == sorted(cli.DEMOS)
+
+
+def _check_quick_demo(name: str, stdout: str, out: Path) -> None:
+    assert stdout.rstrip().endswith("=== exit 0"), stdout[-3000:]
+    printed = _targets(stdout)
     assert len(printed) == len(QUICK_TARGETS[name]), printed
     for words, op, bound in QUICK_TARGETS[name]:
         (value,) = [v for what, v in printed.items() if words in what]
         assert OPS[op](value, bound), (name, words, value, op, bound)
-    pngs = sorted((tmp_path / "out").glob("*.png"))
+    pngs = sorted(out.glob("*.png"))
     assert pngs, f"demo {name} wrote no PNG"
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-        assert str(png) in res.stdout  # the demo says where it saved each figure
+        assert str(png) in stdout  # the demo says where it saved each figure
     if name == "simulate":
         assert {p.name for p in pngs} == {"simulate.png", "simulate_phase.png"}
-        assert "within" in res.stdout and "(375, 250)" in res.stdout
+        assert "within" in stdout and "(375, 250)" in stdout
+
+
+@pytest.mark.parametrize("group", DEMO_GROUPS, ids="-".join)
+def test_demo_quick_writes_pngs_and_meets_its_targets(group, tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    res = subprocess.run([sys.executable, "-c", _DEMO_RUNNER, str(tmp_path), *group],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    parts = {part.split("\n", 1)[0]: part.split("\n", 1)[1]
+             for part in res.stdout.split("=== demo ")[1:]}
+    assert list(parts) == list(group), res.stdout[-2000:] + res.stderr[-3000:]
+    failed = {}
+    for name in group:  # every demo is checked, then the failures reported together
+        try:
+            _check_quick_demo(name, parts[name], tmp_path / name)
+        except AssertionError as e:
+            failed[name] = str(e)[-3000:]
+    assert not failed, failed
 
 
 def test_a_demo_that_misses_a_target_exits_with_status_1(monkeypatch, capsys):

@@ -221,10 +221,11 @@ one = [jax.devices()[0]]
 # fit(multistart=5): the starts split over 4 devices (padded to 8) = one device
 ts = np.linspace(0.0, 40.0, 9)
 truth = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
-ys = np.asarray(jo.solve(competition, jnp.array([100.0, 150.0]), ts, truth).ys)
+rk4 = dict(solver="rk4", dt=0.5)  # fixed steps: a short compile
+ys = np.asarray(jo.solve(competition, jnp.array([100.0, 150.0]), ts, truth, **rk4).ys)
 guess = {k: v * 1.3 for k, v in COMPETITION_PARAMS.items()}
 kw = dict(ts=ts, ys=ys, y0=np.array([100.0, 150.0]), positive=True, steps=30,
-          polish=5, multistart=5, key=jax.random.key(0), progress=False)
+          polish=5, multistart=5, key=jax.random.key(0), progress=False, **rk4)
 sharded = jo.fit(competition, guess, **kw)
 single = jo.fit(competition, guess, devices=one, **kw)
 assert sharded.starts_losses.shape == (5,), sharded.starts_losses

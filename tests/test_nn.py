@@ -1,9 +1,5 @@
 """Recurrent cells, the RNN driver, Forecaster and forecast."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import equinox as eqx
 import jax
@@ -15,8 +11,6 @@ import jaxode as jo
 from jaxode.data import noisy_sine, sliding_windows
 
 from conftest import tree_allclose
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 # ------------------------------------------------------- cells against NumPy equations
@@ -283,12 +277,3 @@ def test_sliding_windows_and_noisy_sine():
     assert xs.shape == (2, 10) and np.all(xs[1] == np.arange(1, 11)) and ys[1] == 11
     with pytest.raises(ValueError, match="window"):
         sliding_windows(np.arange(5.0), 5)
-
-
-def test_example_sine_runs():
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "sine.py"), "--steps", "30"],
-        capture_output=True, text=True, timeout=300, cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stderr
-    assert "single-step RMSE" in out.stdout
