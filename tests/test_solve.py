@@ -313,10 +313,10 @@ def test_nan_mid_solve_is_an_error():
     sol = jo.solve(blowup, jnp.array([1.0]), ts, solver="rk4", throw=False)
     assert not bool(sol.ok) and np.isnan(np.asarray(sol.ys[-1])).all()
     # an adaptive solver rejects every NaN step until it runs out of steps: the
-    # message says what happened, not "raise max_steps"
-    for solver in ["tsit5", "dopri5", "bosh3"]:
-        with pytest.raises(Exception, match="non-finite value.*ran out of `max_steps`"):
-            jo.solve(blowup, jnp.array([1.0]), ts, solver=solver, max_steps=200)
+    # message says what happened, not "raise max_steps" (the step-size controller
+    # notices, so one explicit solver stands for all)
+    with pytest.raises(Exception, match="non-finite value.*ran out of `max_steps`"):
+        jo.solve(blowup, jnp.array([1.0]), ts, solver="dopri5", max_steps=200)
     with pytest.raises(Exception, match="non-finite value.*ran out of `max_steps`"):
         jo.solve(lambda t, y, a: jnp.log(-y), jnp.array([1.0]), ts, max_steps=200)
     # under vmap, one member's NaN is that member's failure only
