@@ -204,12 +204,6 @@ for n, kw in [(1, fixed), (3, fixed), (5, fixed), (8, fixed), (5, adaptive)]:
 """
 
 
-def test_four_host_devices_sharded_equals_single_device():
-    res = _run(FOUR_DEVICES, FOUR_DEVICES_ENV)
-    assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("ok ") == 5, res.stdout
-
-
 FOUR_DEVICES_FIT_TRAIN = """
 import jax, jax.numpy as jnp, numpy as np, equinox as eqx, optax
 jax.config.update("jax_enable_x64", True)
@@ -266,11 +260,12 @@ print("ok train", h4["loss"][[0, -1]])
 """
 
 
-def test_four_host_devices_fit_multistart_and_train_data_parallel():
-    res = _run(FOUR_DEVICES_FIT_TRAIN,
-               FOUR_DEVICES_ENV)
+def test_four_host_devices_ensemble_fit_and_train_equal_one_device():
+    # one process (starting Python and JAX takes seconds): the ensemble checks, then
+    # fit's multistart and train's data parallelism
+    res = _run(FOUR_DEVICES + FOUR_DEVICES_FIT_TRAIN, FOUR_DEVICES_ENV)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("ok ") == 2, res.stdout
+    assert res.stdout.count("ok ") == 7, res.stdout
 
 
 TWO_PROCESSES = """
