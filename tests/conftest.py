@@ -9,8 +9,9 @@ import sys
 # a few times), so it asks XLA to compile quickly: the lowest backend optimisation
 # level, and the CPU backend's older loop-fusion code generator instead of its
 # MLIR fusion emitters (which take about twice as long to compile a solver loop).
-# Neither changes a number a test reads. Set before JAX starts its backend; the
-# subprocesses the tests start (and pytest-xdist's workers) inherit them.
+# Both change rounding only: every value a test compares stays within its tolerance.
+# Set before JAX starts its backend; the subprocesses the tests start (and
+# pytest-xdist's workers) inherit them.
 QUICK_COMPILE = ("--xla_backend_optimization_level=0",
                  "--xla_cpu_use_fusion_emitters=false")
 
