@@ -260,12 +260,31 @@ print("ok train", h4["loss"][[0, -1]])
 """
 
 
-def test_four_host_devices_ensemble_fit_and_train_equal_one_device():
-    # one process (starting Python and JAX takes seconds): the ensemble checks, then
-    # fit's multistart and train's data parallelism
-    res = _run(FOUR_DEVICES + FOUR_DEVICES_FIT_TRAIN, FOUR_DEVICES_ENV)
+# examples/ensemble.py as a user runs it (64-bit mode off), on the same 4 devices
+FOUR_DEVICES_EXAMPLE = """
+import runpy, sys
+import matplotlib
+matplotlib.use("Agg")
+jax.config.update("jax_enable_x64", False)
+sys.argv = ["ensemble.py", "--members", "8", "--out", "."]
+print("=== examples/ensemble.py")
+runpy.run_path({path!r}, run_name="__main__")
+"""
+
+
+def test_four_host_devices_ensemble_fit_train_and_example(tmp_path):
+    # one process (starting Python and JAX takes seconds): the ensemble checks, fit's
+    # multistart and train's data parallelism against one device, then the example
+    example = FOUR_DEVICES_EXAMPLE.format(path=str(ROOT / "examples" / "ensemble.py"))
+    res = _run(FOUR_DEVICES + FOUR_DEVICES_FIT_TRAIN + example, FOUR_DEVICES_ENV,
+               cwd=tmp_path)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert res.stdout.count("ok ") == 7, res.stdout
+    checks, example_out = res.stdout.split("=== examples/ensemble.py")
+    assert checks.count("ok ") == 7, checks
+    assert ("8 members on 4 device(s): ys (8, 101, 2), members per device "
+            "[2, 2, 2, 2]") in example_out, example_out
+    assert "all ok: True" in example_out
+    assert (tmp_path / "ensemble_example.png").stat().st_size > 5000
 
 
 TWO_PROCESSES = """

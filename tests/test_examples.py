@@ -81,6 +81,6 @@ def test_examples_run_and_print_what_they_promise(tmp_path):
 
 
 def test_examples_directory_is_covered():
-    # every example script runs in some test (ensemble: tests/test_examples_core.py)
+    # every example script runs in some test (ensemble, on four devices: tests/test_ensemble.py)
     scripts = {p.stem for p in (ROOT / "examples").glob("*.py")}
     assert scripts == set(RUNS) | {"ensemble"}
