@@ -44,6 +44,15 @@ import pytest  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 
+def default_optimisation_env() -> dict:
+    """`os.environ` without XLA's lowest optimisation level, for a subprocess that
+    trains for real: there, running three times slower costs more than compiling
+    faster saves."""
+    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
+                     if not f.startswith("--xla_backend_optimization_level"))
+    return {**os.environ, "XLA_FLAGS": flags}
+
+
 # what a subprocess with four host devices needs in its environment (the others
 # inherit the low optimisation level from `os.environ`)
 FOUR_DEVICES_ENV = {

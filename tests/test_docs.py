@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import default_optimisation_env
 
 import jaxode
 import jaxode.bptt
@@ -86,11 +87,9 @@ def test_python_blocks_run_as_pasted(page, tmp_path):
         for i, b in enumerate(runnable))
     # the README trains for real (1 000 LSTM steps): XLA's lowest optimisation level,
     # which the rest of the suite compiles with, makes that three times slower
-    flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
-                     if not f.startswith("--xla_backend_optimization_level"))
     run = subprocess.run([sys.executable, "-c", program], cwd=tmp_path,
                          capture_output=True, text=True, timeout=900,
-                         env={**os.environ, "MPLBACKEND": "Agg", "XLA_FLAGS": flags})
+                         env={**default_optimisation_env(), "MPLBACKEND": "Agg"})
     failed = run.stdout.rsplit("--- block ", 1)[-1].split("\n", 1)[0]
     assert run.returncode == 0, (
         f"{page.name}: block {failed} failed:\n{runnable[int(failed)][:400]}\n"
