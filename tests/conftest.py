@@ -4,6 +4,9 @@ tests also run in float32 with 64-bit mode off, as users run, through `dtype`.""
 import os
 import subprocess
 import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # The suite compiles far more than it computes (hundreds of small programs, each run
 # a few times), so it asks XLA to compile quickly: the lowest backend optimisation
@@ -51,6 +54,57 @@ def default_optimisation_env() -> dict:
     flags = " ".join(f for f in os.environ.get("XLA_FLAGS", "").split()
                      if not f.startswith("--xla_backend_optimization_level"))
     return {**os.environ, "XLA_FLAGS": flags}
+
+
+# Several programs in one Python process, since starting Python and importing JAX
+# takes seconds: each starts clean, as in a fresh process (64-bit mode off, no open
+# figures), runs under `runpy` as `__main__`, and reports its exit status.
+_RUNNER = """
+import runpy, sys, traceback
+import jax
+import matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+{preamble}
+for label, target, argv in {runs!r}:
+    jax.config.update("jax_enable_x64", False)
+    sys.argv = [target, *argv]
+    print("=== start", label, flush=True)
+    code = 0
+    try:
+        if target.endswith(".py"):
+            runpy.run_path(target, run_name="__main__")
+        else:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        code = 0 if e.code is None else e.code
+    except BaseException:
+        traceback.print_exc(file=sys.stdout)
+        code = "exception"
+    print("=== exit", code, flush=True)
+    plt.close("all")
+"""
+
+
+def run_in_one_process(runs, *, env=None, cwd=None, preamble="", timeout=900):
+    """Run `runs`, `[(label, script path or module name, argv)]`, one after the other
+    in one Python process, after `preamble` (code). Returns the preamble's output and
+    `{label: (output, exit status as printed)}`; a program the process never finished
+    has the status `None`."""
+    env = {**(os.environ if env is None else env), "PYTHONPATH": str(ROOT),
+           "JAX_PLATFORMS": "cpu"}
+    runs = [(label, str(target), list(argv)) for label, target, argv in runs]
+    proc = subprocess.run(
+        [sys.executable, "-c", _RUNNER.format(preamble=preamble, runs=runs)],
+        env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    before, *parts = proc.stdout.split("=== start ")
+    results = {}
+    for part in parts:
+        label, text = part.split("\n", 1)
+        text, marker, code = text.rpartition("=== exit ")
+        results[label] = (text, code.strip()) if marker else (code, None)
+    return before, results
 
 
 # what a subprocess with four host devices needs in its environment (the others

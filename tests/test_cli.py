@@ -8,7 +8,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import default_optimisation_env
+from conftest import default_optimisation_env, run_in_one_process
 
 from jaxode.demos import _OPS as OPS
 
@@ -149,35 +149,15 @@ def _targets(stdout: str) -> dict[str, float]:
     return found
 
 
-# The quick demos run in two Python processes, four demos each, each demo from a
-# clean start (64-bit mode off, no open figures): starting Python and importing JAX
-# twice instead of eight times saves half a minute. The first group compiles far
-# more than it runs, so it keeps the suite's lowest XLA optimisation level (and, the
-# longer, starts first); the second spends its time training (the sine demo's two
-# forecasters, 700 steps each), so it runs at XLA's default level. Split the other
-# way they take 5 % longer.
+# The quick demos run in two Python processes, four demos each (`run_in_one_process`:
+# starting Python and importing JAX twice instead of eight times saves half a minute).
+# The first group compiles far more than it runs, so it keeps the suite's lowest XLA
+# optimisation level (and, the longer, starts first); the second spends its time
+# training (the sine demo's two forecasters, 700 steps each), so it runs at XLA's
+# default level. Split the other way they take 5 % longer.
 DEMO_GROUPS = (("odenet", "cnf", "flu", "bptt"),
                ("sine", "lotka-volterra", "simulate", "lynx-hare"))
 TRAINING_GROUP = DEMO_GROUPS[1]
-_DEMO_RUNNER = """
-import sys, traceback
-import jax
-import matplotlib
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-from jaxode import cli
-out = sys.argv[1]
-for name in sys.argv[2:]:
-    jax.config.update("jax_enable_x64", False)  # as in a fresh process
-    print("=== demo", name, flush=True)
-    try:
-        code = cli.main(["demo", name, "--quick", "--out", f"{out}/{name}"])
-    except BaseException:
-        traceback.print_exc(file=sys.stdout)
-        code = "exception"
-    print("=== exit", code, flush=True)
-    plt.close("all")
-"""
 
 
 def test_demo_groups_hold_every_demo_once():
@@ -185,8 +165,8 @@ def test_demo_groups_hold_every_demo_once():
     assert sorted(names) == sorted(cli.DEMOS)
 
 
-def _check_quick_demo(name: str, stdout: str, out: Path) -> None:
-    assert stdout.rstrip().endswith("=== exit 0"), stdout[-3000:]
+def _check_quick_demo(name: str, stdout: str, code, out: Path) -> None:
+    assert code == "0", (code, stdout[-3000:])
     printed = _targets(stdout)
     assert len(printed) == len(QUICK_TARGETS[name]), printed
     for words, op, bound in QUICK_TARGETS[name]:
@@ -204,18 +184,15 @@ def _check_quick_demo(name: str, stdout: str, out: Path) -> None:
 
 @pytest.mark.parametrize("group", DEMO_GROUPS, ids="-".join)
 def test_demo_quick_writes_pngs_and_meets_its_targets(group, tmp_path):
-    env = {**(default_optimisation_env() if group == TRAINING_GROUP else os.environ),
-           "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    res = subprocess.run([sys.executable, "-c", _DEMO_RUNNER, str(tmp_path), *group],
-                         env=env, capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
-    parts = {part.split("\n", 1)[0]: part.split("\n", 1)[1]
-             for part in res.stdout.split("=== demo ")[1:]}
-    assert list(parts) == list(group), res.stdout[-2000:] + res.stderr[-3000:]
+    env = default_optimisation_env() if group == TRAINING_GROUP else None
+    _, results = run_in_one_process(
+        [(name, "jaxode.cli", ["demo", name, "--quick", "--out", str(tmp_path / name)])
+         for name in group], env=env)
+    assert list(results) == list(group), results
     failed = {}
     for name in group:  # every demo is checked, then the failures reported together
         try:
-            _check_quick_demo(name, parts[name], tmp_path / name)
+            _check_quick_demo(name, *results[name], tmp_path / name)
         except AssertionError as e:
             failed[name] = str(e)[-3000:]
     assert not failed, failed

@@ -19,7 +19,7 @@ import pytest
 import jaxode as jo
 from jaxode.data import COMPETITION_PARAMS, competition
 
-from conftest import FOUR_DEVICES_ENV, tree_allclose
+from conftest import FOUR_DEVICES_ENV, run_in_one_process, tree_allclose
 
 ROOT = Path(__file__).resolve().parents[1]
 ARGS = {k: jnp.asarray(v) for k, v in COMPETITION_PARAMS.items()}
@@ -164,12 +164,6 @@ def test_solve_fixed_dt_under_jit():
 # ------------------------------------------------------------------- subprocesses
 
 
-def _run(code: str, env_extra: dict, timeout: float = 180, cwd=None):
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", **env_extra}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env,
-                          capture_output=True, text=True, timeout=timeout, cwd=cwd)
-
-
 FOUR_DEVICES = """
 import jax, jax.numpy as jnp, numpy as np
 jax.config.update("jax_enable_x64", True)
@@ -260,27 +254,18 @@ print("ok train", h4["loss"][[0, -1]])
 """
 
 
-# examples/ensemble.py as a user runs it (64-bit mode off), on the same 4 devices
-FOUR_DEVICES_EXAMPLE = """
-import runpy, sys
-import matplotlib
-matplotlib.use("Agg")
-jax.config.update("jax_enable_x64", False)
-sys.argv = ["ensemble.py", "--members", "8", "--out", "."]
-print("=== examples/ensemble.py")
-runpy.run_path({path!r}, run_name="__main__")
-"""
-
-
 def test_four_host_devices_ensemble_fit_train_and_example(tmp_path):
     # one process (starting Python and JAX takes seconds): the ensemble checks, fit's
-    # multistart and train's data parallelism against one device, then the example
-    example = FOUR_DEVICES_EXAMPLE.format(path=str(ROOT / "examples" / "ensemble.py"))
-    res = _run(FOUR_DEVICES + FOUR_DEVICES_FIT_TRAIN + example, FOUR_DEVICES_ENV,
-               cwd=tmp_path)
-    assert res.returncode == 0, res.stderr[-3000:]
-    checks, example_out = res.stdout.split("=== examples/ensemble.py")
+    # multistart and train's data parallelism against one device, then
+    # examples/ensemble.py as a user runs it (64-bit mode off)
+    checks, results = run_in_one_process(
+        [("ensemble", ROOT / "examples" / "ensemble.py",
+          ["--members", "8", "--out", "."])],
+        env={**os.environ, **FOUR_DEVICES_ENV}, cwd=tmp_path, timeout=180,
+        preamble=textwrap.dedent(FOUR_DEVICES + FOUR_DEVICES_FIT_TRAIN))
     assert checks.count("ok ") == 7, checks
+    example_out, code = results["ensemble"]
+    assert code == "0", example_out[-3000:]
     assert ("8 members on 4 device(s): ys (8, 101, 2), members per device "
             "[2, 2, 2, 2]") in example_out, example_out
     assert "all ok: True" in example_out
