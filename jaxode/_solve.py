@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 import optimistix as optx
+from jax.flatten_util import ravel_pytree
 from jaxtyping import Array, Bool, Int
 
 from ._errors import (
@@ -30,7 +31,7 @@ from ._errors import (
 )
 from ._dense import HermiteInterpolation, after_event, locate_event, step_grid
 from ._fixed import plan_grid, solve_even, solve_steps, step_list
-from ._rosenbrock import Rosenbrock23
+from ._rosenbrock import AbstractRosenbrock, Rodas5, Rodas5P, Rosenbrock23
 from ._solvers import RK4, AbstractStepper, Euler, Heun, Midpoint
 from ._types import Args, VectorField, Y
 
@@ -46,7 +47,10 @@ SOLVERS: dict[str, Callable[[], Any]] = {
     "dopri8": diffrax.Dopri8,
     "bosh3": diffrax.Bosh3,
     "kvaerno5": diffrax.Kvaerno5,
+    "rodas5p": Rodas5P,
+    "rodas5": Rodas5,
     "rosenbrock23": Rosenbrock23,
+    "stiff": Rodas5P,  # the default stiff method
 }
 
 # PI coefficients for implicit (stiff) solvers. Kvaerno5 on the Robertson problem to
@@ -55,6 +59,9 @@ SOLVERS: dict[str, Callable[[], Any]] = {
 # 1.5x faster (`python benchmarks/stiff.py --controllers`). Rosenbrock23 rejects
 # almost no steps with the I controller, which it keeps.
 STIFF_PID = {"pcoeff": 0.4, "icoeff": 0.3}
+
+# Step-size control of the Rodas methods: TODO measured
+ROSENBROCK_PID = {"pcoeff": 0.0, "icoeff": 1.0}
 
 ADJOINTS: dict[str, Callable[[], diffrax.AbstractAdjoint]] = {
     "recursive": diffrax.RecursiveCheckpointAdjoint,
@@ -66,7 +73,13 @@ ADJOINTS: dict[str, Callable[[], diffrax.AbstractAdjoint]] = {
 _MAX_STEPS_HINT = (
     "jaxode.solve: the solver reached `max_steps` before the end of `ts`. Raise "
     "`max_steps`, loosen `rtol`/`atol`, or, if the problem is stiff, try "
-    "solver='rosenbrock23' or 'kvaerno5'."
+    "solver='rodas5p' (the stiff default, also solver='stiff')."
+)
+_MAX_STEPS_STIFF_HINT = (
+    "jaxode.solve: the stiff solver reached `max_steps` before the end of `ts`. "
+    "Raise `max_steps` or loosen `rtol`/`atol`; in float32, tolerances below about "
+    "1e-5 are out of reach of stiff linear algebra: enable float64 "
+    "(jax.config.update('jax_enable_x64', True))."
 )
 _NONFINITE_ADAPTIVE_HINT = (
     "jaxode.solve: a non-finite value (NaN or inf) appeared in the vector field or "
@@ -77,7 +90,13 @@ _NONFINITE_ADAPTIVE_HINT = (
 _FAILED_HINT = (
     "jaxode.solve: the solve failed (step size collapsed or the state became "
     "non-finite). Check `f`, `y0` and `args` for values that blow up; for stiff "
-    "problems try solver='rosenbrock23' or 'kvaerno5'."
+    "problems try solver='rodas5p' (the stiff default)."
+)
+_SINGULAR_HINT = (
+    "jaxode.solve: the stiff solver's matrix W = M/(h·gamma) - J stayed singular "
+    "as the step shrank to nothing: a DAE of index higher than 1 (its algebraic "
+    "equations do not determine the algebraic variables), or a Jacobian that is "
+    "not finite. Check `mass`, `f` and `jac`."
 )
 _NONFINITE_HINT = (
     "jaxode.solve: a non-finite value (NaN or inf) appeared during the fixed-step "
@@ -168,13 +187,16 @@ def _as_float(x: Any) -> jax.Array:
     return x
 
 
-def _stats(num_steps, num_accepted, num_rejected, nfe) -> dict[str, jax.Array]:
+def _stats(num_steps, num_accepted, num_rejected, nfe, num_jacobians=0,
+           num_lu=0) -> dict[str, jax.Array]:
     as_int = lambda v: jnp.asarray(v, dtype=jnp.int32)  # noqa: E731
     return {
         "num_steps": as_int(num_steps),
         "num_accepted": as_int(num_accepted),
         "num_rejected": as_int(num_rejected),
         "nfe": as_int(nfe),
+        "num_jacobians": as_int(num_jacobians),
+        "num_lu": as_int(num_lu),
     }
 
 
@@ -350,11 +372,13 @@ def _diffrax_nfe(solver: diffrax.AbstractSolver, stats: dict,
     Every step, accepted or rejected, evaluates each stage once, less the first stage
     for first-same-as-last methods; those evaluate `f(t0, y0)` on every step until one
     is accepted, then reuse the last stage. The tests check this against a counter
-    inside `f`. Rosenbrock23 makes three per step (and one Jacobian, by forward
-    mode); implicit solvers report -1.
+    inside `f`. Rosenbrock methods make one per stage on every step (the first
+    shared with the Jacobian's JVPs); implicit solvers report -1.
     """
     if isinstance(solver, Rosenbrock23):  # three per step, besides the Jacobian
         return 3 * stats["num_steps"]
+    if isinstance(solver, AbstractRosenbrock):
+        return solver.tableau.stages * stats["num_steps"]
     tableau = getattr(solver, "tableau", None)
     if not isinstance(solver, diffrax.AbstractERK) or tableau is None:
         return -1
@@ -376,9 +400,11 @@ def _diffrax_event(event, rtol, atol):
 def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps,
                     throw, progress, event=None, event_tol=None, dense=False):
     _check_vector_field(f, y0, ts, args)
+    if isinstance(solver, AbstractRosenbrock) and solver.mass is not None:
+        y0 = _check_consistent(f, solver.mass, y0, ts[0], args, rtol, atol)
     adaptive = isinstance(solver, diffrax.AbstractAdaptiveSolver)
     if adaptive:
-        coeffs = STIFF_PID if isinstance(solver, diffrax.AbstractImplicitSolver) else {}
+        coeffs = _controller_coefficients(solver)
         controller = _CountingPID(diffrax.PIDController(rtol=rtol, atol=atol,
                                                         **coeffs))
     else:
@@ -420,14 +446,60 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
                      if adaptive else False)
         ys = eqx.error_if(ys, out_of_steps & nonfinite, _NONFINITE_ADAPTIVE_HINT)
         ys = eqx.error_if(ys, out_of_steps & jnp.logical_not(nonfinite),
+                          _MAX_STEPS_STIFF_HINT if _is_stiff(solver) else
                           _MAX_STEPS_HINT)
+        ys = eqx.error_if(ys, sol.result == diffrax.RESULTS.singular, _SINGULAR_HINT)
         ys = eqx.error_if(ys, jnp.logical_not(ok), _FAILED_HINT)
     stats = sol.stats
     nfe = _diffrax_nfe(solver, stats, _CountingPID.early_rejections(
         sol.controller_state) if adaptive else 0)
+    linear_algebra = _jacobians(solver, stats["num_steps"])
     return ys, ok, _stats(stats["num_steps"], stats["num_accepted_steps"],
-                          stats["num_rejected_steps"], nfe), t_event, sol.interpolation, \
-        sol.result
+                          stats["num_rejected_steps"], nfe, linear_algebra,
+                          linear_algebra), t_event, sol.interpolation, sol.result
+
+
+def _is_stiff(solver) -> bool:
+    return isinstance(solver, (diffrax.AbstractImplicitSolver, AbstractRosenbrock,
+                               Rosenbrock23))
+
+
+def _controller_coefficients(solver) -> dict[str, float]:
+    """PI coefficients of the step-size controller: see `STIFF_PID` and
+    `ROSENBROCK_PID`; explicit methods keep diffrax's I controller."""
+    if isinstance(solver, AbstractRosenbrock):
+        return ROSENBROCK_PID
+    if isinstance(solver, diffrax.AbstractImplicitSolver):
+        return STIFF_PID
+    return {}
+
+
+def _jacobians(solver, num_steps) -> Any:
+    """Jacobians (and LU factorisations) of a solve: one per step, accepted or
+    rejected, for Rosenbrock methods; 0 for explicit ones; -1 (not reported) for
+    diffrax's implicit solvers."""
+    if isinstance(solver, (AbstractRosenbrock, Rosenbrock23)):
+        return num_steps
+    return -1 if isinstance(solver, diffrax.AbstractImplicitSolver) else 0
+
+
+def _check_consistent(f, mass, y0, t0, args, rtol, atol):
+    """Run-time check that `y0` is a consistent start of `M y' = f`: `f(t0, y0)` must
+    lie in the range of `M`, so its part along the left null space of `M` (the
+    algebraic equations) must vanish, to `10·(atol + rtol·max|y0|)`."""
+    flat, _ = ravel_pytree(y0)
+    f0 = ravel_pytree(f(t0, y0, args))[0]
+    M = jnp.asarray(mass, flat.dtype)
+    u, sv, _ = jnp.linalg.svd(M)
+    null = sv <= flat.size * jnp.finfo(flat.dtype).eps * jnp.max(sv)
+    residual = jnp.max(jnp.where(null, jnp.abs(u.T @ f0), 0))
+    bound = 10 * (atol + rtol * jnp.max(jnp.abs(flat)))
+    return eqx.error_if(
+        y0, residual > bound,
+        "jaxode.solve: `y0` is not a consistent initial value of the DAE "
+        "M y' = f(t, y, args): the algebraic equations (the part of f(t0, y0) in the "
+        "null space of `mass`) are not satisfied to 10·(atol + rtol·max|y0|). "
+        "Choose y0 so that they hold.")
 
 
 # ------------------------------------------------------------------ front door
@@ -470,6 +542,8 @@ def solve(
     progress: bool = False,
     event: Callable[[Any, Y, Args], Any] | None = None,
     dense: bool = False,
+    jac: Callable[[Any, Y, Args], Any] | None = None,
+    mass: Any = None,
 ) -> Solution:
     """Solve `dy/dt = f(t, y, args)` from `y(ts[0]) = y0` and return `y` at `ts`.
 
@@ -484,9 +558,11 @@ def solve(
     - `args`: passed to `f` unchanged.
     - `solver`: a name — fixed step: `"euler"`, `"midpoint"`, `"heun"`, `"rk4"`;
       adaptive: `"tsit5"` (default), `"dopri5"`, `"dopri8"`, `"bosh3"`; stiff:
-      `"rosenbrock23"` (linearly implicit, order 2, for rtol 1e-3 ... 1e-6) and
-      `"kvaerno5"` (implicit, order 5, with a PI step-size controller) — or a
-      jaxode stepper (`jaxode.RK4()`) or any diffrax solver instance.
+      `"rodas5p"` (= `"stiff"`, the stiff default: linearly implicit Rosenbrock,
+      order 5, for rtol 1e-4 ... 1e-10, and index-1 DAEs with `mass`), `"rodas5"`,
+      `"rosenbrock23"` (order 2, for rtol 1e-3 ... 1e-5) and `"kvaerno5"` (implicit
+      Runge–Kutta, order 5) — or a jaxode stepper (`jaxode.RK4()`) or any diffrax
+      solver instance.
     - `dt`: fixed-step solvers: the largest step. Each interval of `ts` is split
       into equal steps no longer than `dt`; a span within rounding of `k·dt` (a few
       ulps of the dtype of `ts`, as a float32 `linspace` has) takes exactly `k`
@@ -526,6 +602,15 @@ def solve(
       state at every step and its derivative (one more `f` evaluation per step),
       interpolated by cubic Hermite polynomials (error O(h^4)).
       Neither `event` nor `dense` works with `adjoint="backsolve"`.
+    - `jac`: Rosenbrock solvers: the Jacobian `jac(t, y, args) -> ∂f/∂y`, an
+      `(n, n)` array for a state of `n` numbers (of the flattened state, for a
+      pytree). By default `jax.jacfwd` of `f` (one batch of `n` forward-mode
+      products per step).
+    - `mass`: Rodas solvers: a constant `(n, n)` mass matrix `M`, possibly
+      singular, to solve `M dy/dt = f(t, y, args)`: index-1 differential-algebraic
+      equations, where a zero row of `M` makes its equation algebraic. `y0` must be
+      consistent (the algebraic equations hold at `ts[0]` to `10·(atol +
+      rtol·max|y0|)`), or the solve raises.
 
     **Returns:** a `Solution`; `sol.ys` leaves have shape `(len(ts), *leaf.shape)`.
 
@@ -537,7 +622,7 @@ def solve(
     fixed-step solve with `dt` compiles once per step count (`len(ts)`, `dt` and the
     spans of `ts` set the number of steps; `substeps` fixes it).
     """
-    solver = _resolve_solver(solver)
+    solver = _with_jac_and_mass(_resolve_solver(solver), jac, mass, adjoint)
     # keep a host copy of concrete times: under `jit`, `jnp.asarray` turns even a
     # NumPy constant into a tracer, and a fixed-step grid needs the values
     check_numeric("ts", ts)
@@ -549,6 +634,7 @@ def solve(
     check_numeric("y0", y0)
     y0 = jtu.tree_map(_as_float, y0)
     check_finite("y0", y0)
+    _check_jac_and_mass(solver, y0, ts, args)
     check_finite("args", jtu.tree_map(
         lambda a: a if eqx.is_array_like(a) else None, args))
     check_positive("dt", dt)
@@ -600,12 +686,61 @@ def solve(
     return Solution(ts, ys, stats, ok, result=result_of(ok))
 
 
+def _with_jac_and_mass(solver, jac, mass, adjoint):
+    """The solver with the user's `jac` and `mass` as its fields, or a `ValueError`
+    where the solver cannot use them."""
+    if jac is None and mass is None:
+        return solver
+    if jac is not None and not callable(jac):
+        raise ValueError(f"`jac` must be a function jac(t, y, args), got {short(jac)}.")
+    takes = AbstractRosenbrock if mass is not None else (AbstractRosenbrock,
+                                                         Rosenbrock23)
+    name = "mass" if mass is not None else "jac"
+    if not isinstance(solver, takes):
+        raise ValueError(
+            f"`{name}` is for the Rosenbrock solvers ('rodas5p', 'rodas5'"
+            f"{'' if mass is not None else ', rosenbrock23'}); the solver "
+            f"{type(solver).__name__} does not use it.")
+    if mass is not None and (adjoint == "backsolve"
+                             or isinstance(adjoint, diffrax.BacksolveAdjoint)):
+        raise ValueError(
+            "`adjoint`='backsolve' does not support `mass` (the adjoint of a DAE is "
+            "not the adjoint ODE it solves backwards); use 'recursive' or 'direct'.")
+    changes = {k: v for k, v in (("jac", jac), ("mass", mass)) if v is not None}
+    return eqx.tree_at(lambda s: [getattr(s, k) for k in changes], solver,
+                       list(changes.values()), is_leaf=lambda x: x is None)
+
+
+def _check_jac_and_mass(solver, y0, ts, args):
+    """Trace-time shapes: `jac(t, y0, args)` and `mass` must be `(n, n)`."""
+    if not isinstance(solver, (AbstractRosenbrock, Rosenbrock23)):
+        return
+    n = sum(int(np.size(leaf)) for leaf in jtu.tree_leaves(y0))
+    if solver.jac is not None:
+        out = _output_shape("jac", solver.jac, ts[0], y0, args)
+        fits = isinstance(out, jax.ShapeDtypeStruct) and out.size == n * n and (
+            out.ndim == 2 or isinstance(y0, jax.Array) and out.shape == 2 * y0.shape)
+        if not fits:
+            got = (str(out.shape) if isinstance(out, jax.ShapeDtypeStruct)
+                   else short(out))
+            raise ValueError(
+                f"`jac` must return the ({n}, {n}) Jacobian of f for a state of {n} "
+                f"numbers; it returned shape {got}.")
+    mass = getattr(solver, "mass", None)
+    if mass is not None:
+        check_numeric("mass", mass)
+        if jnp.shape(mass) != (n, n):
+            raise ValueError(
+                f"`mass` must be an ({n}, {n}) matrix for a state of {n} numbers, got "
+                f"shape {jnp.shape(mass)}.")
+        check_finite("mass", mass)
+
+
 def _warn_float32_stiff(solver, dtype, rtol):
     """A stiff solve in float32 cannot reach a tolerance near its resolution: the
     linear systems of implicit steps lose digits to the condition number of
     `I - h γ J`, so the step-size controller chases rounding noise."""
-    stiff = isinstance(solver, (diffrax.AbstractImplicitSolver, Rosenbrock23))
-    if stiff and dtype == jnp.float32 and is_concrete(rtol) and float(rtol) < 1e-5:
+    if _is_stiff(solver) and dtype == jnp.float32 and is_concrete(rtol) and float(rtol) < 1e-5:
         warnings.warn(
             f"jaxode.solve: the stiff solver {type(solver).__name__} in float32 with "
             f"rtol={float(rtol):g}: float32 resolves about 1e-7, and stiff linear "
