@@ -1,20 +1,38 @@
-"""Stiff problems: work against precision for jaxode's stiff solvers and SciPy's.
+"""Stiff problems: work against precision of jaxode's Rosenbrock solvers and their
+peers, and a stiff ensemble against a Python loop of LSODA.
 
-Robertson (t = 1e11), HIRES (t = 321.8122) and OREGO (t = 360) against the reference
-solutions of the Test Set for IVP Solvers (Mazzia et al.), and Van der Pol with
-mu = 1000 (t = 2000) against a SciPy Radau solution at rtol 1e-13. float64 on every
-side; atol = rtol · (the problem's scale, `atol_per_rtol`). jaxode runs
-`jaxode.solve(f, y0, [0, t1], solver=...)` jitted over `y0` and keeps the final state
-(the whole output of that call); SciPy gets a plain NumPy right-hand side and its
-analytic Jacobian, as its users write them. Error: the largest relative error over
-the components of the final state. Time: best of the rounds, the contenders run
-alternately; jaxode's compile time is reported apart.
+Problems (`jaxode.data.STIFF_PROBLEMS`): Robertson (t = 1e11), HIRES (t = 321.8122)
+and OREGO (t = 360) against the reference solutions of the Test Set for IVP Solvers
+(Mazzia et al.); Van der Pol with mu = 1000 (t = 2000) and POLLU (t = 60) against
+SciPy Radau solutions at rtol 1e-13. float64 on every side; atol = rtol · (the
+problem's scale, `atol_per_rtol`), rtol from 1e-4 to 1e-10.
 
-    python benchmarks/stiff.py [--quick] [--controllers]
+Contenders, all in this process:
+- jaxode `solve(f, y0, [0, t1], solver=...)` (rodas5p, rodas5, rosenbrock23),
+  jitted over `y0`, `rtol` and `atol`, keeping the final state (the whole output of
+  that call); compile time reported apart.
+- diffrax `Kvaerno5` with a PI controller (pcoeff 0.3, icoeff 0.4, as diffrax's
+  documentation suggests for stiff problems), written by hand as a user would.
+- SciPy `solve_ivp` LSODA, BDF and Radau, and SUNDIALS CVODE (BDF) through
+  scikit-sundae where it is installed, each with a NumPy right-hand side and its
+  analytic Jacobian, as their users write them.
+Error: the largest relative error over the components of the final state (those
+above 1e-15: POLLU's O1D, 4e-18, is below any tolerance). Time: best of the rounds,
+the contenders run alternately.
 
-`--controllers` instead prints the step counts, rejection rates and errors of
-Kvaerno5 on Robertson with diffrax's default I controller and with the PI
-coefficients jaxode uses for implicit solvers (`jaxode._solve.STIFF_PID`).
+The summary rows give, for each LSODA run at rtol 1e-6 and 1e-8, the fastest Rodas5P
+run whose error is no larger, and the ratio of times. `--plots DIR` writes one
+work-precision figure per problem (error against time, log-log).
+
+The ensemble row: Robertson to t = 1e5 (10 save times kept, float64) for 10^4
+members, each with its own rate constants (log-normal, 30 % spread), in one
+`jaxode.ensemble(..., solver="rodas5p")` call, against a Python loop of LSODA over
+a subset of the members (the loop's cost is linear in members); members per second.
+
+    python benchmarks/stiff.py [--quick] [--plots DIR] [--controllers]
+
+`--controllers` instead prints Rodas5P's step counts at equal error under three
+step-size controllers (the reason for `jaxode._solve.ROSENBROCK_PID`).
 """
 
 import argparse
@@ -31,23 +49,24 @@ import scipy.integrate  # noqa: E402
 
 import jaxode as jo  # noqa: E402
 from _timing import machine, measure  # noqa: E402
-from jaxode._solve import STIFF_PID  # noqa: E402
+from jaxode._rosenbrock import Rodas5P  # noqa: E402
+from jaxode._solve import ROSENBROCK_PID, STIFF_PID  # noqa: E402
 from jaxode.data import STIFF_PROBLEMS  # noqa: E402
 
 # ------------------------------------------------- NumPy right-hand sides and Jacobians
 
 
-def rober_f(t, y):
+def rober_f(t, y, k=(0.04, 3e7, 1e4)):
     y1, y2, y3 = y
-    return np.array([-0.04 * y1 + 1e4 * y2 * y3,
-                     0.04 * y1 - 1e4 * y2 * y3 - 3e7 * y2 ** 2, 3e7 * y2 ** 2])
+    return np.array([-k[0] * y1 + k[2] * y2 * y3,
+                     k[0] * y1 - k[2] * y2 * y3 - k[1] * y2 ** 2, k[1] * y2 ** 2])
 
 
-def rober_j(t, y):
+def rober_j(t, y, k=(0.04, 3e7, 1e4)):
     y1, y2, y3 = y
-    return np.array([[-0.04, 1e4 * y3, 1e4 * y2],
-                     [0.04, -1e4 * y3 - 6e7 * y2, -1e4 * y2],
-                     [0.0, 6e7 * y2, 0.0]])
+    return np.array([[-k[0], k[2] * y3, k[2] * y2],
+                     [k[0], -k[2] * y3 - 2 * k[1] * y2, -k[2] * y2],
+                     [0.0, 2 * k[1] * y2, 0.0]])
 
 
 def hires_f(t, y):
@@ -96,23 +115,72 @@ def vdp_j(t, y):
                      [-2000.0 * y[0] * y[1] - 1.0, 1000.0 * (1 - y[0] ** 2)]])
 
 
+POLLU_K = np.array([0.35, 26.6, 1.23e4, 8.6e-4, 8.2e-4, 1.5e4, 1.3e-4, 2.4e4, 1.65e4,
+                    9e3, 2.2e-2, 1.2e4, 1.88, 1.63e4, 4.8e6, 3.5e-4, 1.75e-2, 1e8,
+                    4.44e11, 1.24e3, 2.1, 5.78, 4.74e-2, 1.78e3, 3.12])
+# reactants of each reaction (0-based species) and the net stoichiometric matrix
+POLLU_IN = [(0,), (1, 3), (4, 1), (6,), (6,), (6, 5), (8,), (8, 5), (10, 1), (10, 0),
+            (12,), (9, 1), (13,), (0, 5), (2,), (3,), (3,), (15,), (15,), (16, 5),
+            (18,), (18,), (0, 3), (18, 0), (19,)]
+POLLU_S = np.zeros((20, 25))
+for _j, (_used, _made) in enumerate([
+        ((0,), (1, 2)), ((1, 3), (0,)), ((4, 1), (0, 5)), ((6,), (4, 4, 7)),
+        ((6,), (7,)), ((6, 5), (4, 7)), ((8,), (4, 7, 9)), ((8, 5), (10,)),
+        ((10, 1), (0, 9, 11)), ((10, 0), (12,)), ((12,), (0, 10)), ((9, 1), (0, 13)),
+        ((13,), (4, 6)), ((0, 5), (14,)), ((2,), (3,)), ((3,), (15,)), ((3,), (2,)),
+        ((15,), (5, 5)), ((15,), (2,)), ((16, 5), (4, 17)), ((18,), (1,)),
+        ((18,), (0, 2)), ((0, 3), (18,)), ((18, 0), (19,)), ((19,), (0, 18))]):
+    for _i in _used:
+        POLLU_S[_i, _j] -= 1
+    for _i in _made:
+        POLLU_S[_i, _j] += 1
+
+
+def pollu_f(t, y):
+    r = POLLU_K * np.array([np.prod(y[list(s)]) for s in POLLU_IN])
+    return POLLU_S @ r
+
+
+def pollu_j(t, y):
+    dr = np.zeros((25, 20))  # d rate_j / d y_i
+    for j, s in enumerate(POLLU_IN):
+        for i in s:
+            dr[j, i] += POLLU_K[j] * np.prod(y[[m for m in s if m != i]])
+    return POLLU_S @ dr
+
+
 NUMPY = {"robertson": (rober_f, rober_j), "hires": (hires_f, hires_j),
-         "orego": (orego_f, orego_j), "van_der_pol": (vdp_f, vdp_j)}
+         "orego": (orego_f, orego_j), "van_der_pol": (vdp_f, vdp_j),
+         "pollu": (pollu_f, pollu_j)}
 
 # ------------------------------------------------------------------------ contenders
 
 
-def jaxode_run(problem, solver, rtol):
-    atol = rtol * problem.atol_per_rtol
+def jaxode_run(problem, solver):
+    """One compiled program per problem and solver: tolerances are traced."""
     ts = jnp.array([0.0, problem.t1])
 
     @jax.jit
-    def run(y0):
+    def run(y0, rtol, atol):
         return jo.solve(problem.f, y0, ts, solver=solver, rtol=rtol, atol=atol,
                         max_steps=1_000_000).ys[-1]
 
     y0 = jnp.asarray(problem.y0)
-    return lambda: run(y0)
+    return lambda rtol: (lambda: run(y0, rtol, rtol * problem.atol_per_rtol))
+
+
+def diffrax_run(problem):
+    """Kvaerno5 as a diffrax user writes it, with diffrax's suggested stiff PI."""
+    @jax.jit
+    def run(y0, rtol, atol):
+        controller = diffrax.PIDController(rtol=rtol, atol=atol, pcoeff=0.3,
+                                           icoeff=0.4)
+        return diffrax.diffeqsolve(
+            diffrax.ODETerm(problem.f), diffrax.Kvaerno5(), 0.0, problem.t1, None, y0,
+            stepsize_controller=controller, max_steps=1_000_000).ys[-1]
+
+    y0 = jnp.asarray(problem.y0)
+    return lambda rtol: (lambda: run(y0, rtol, rtol * problem.atol_per_rtol))
 
 
 def scipy_run(problem, key, method, rtol):
@@ -129,106 +197,243 @@ def scipy_run(problem, key, method, rtol):
     return run
 
 
+def cvode_run(problem, key, rtol):
+    """SUNDIALS CVODE (BDF, dense LU, analytic Jacobian) through scikit-sundae, or
+    None where that package is not installed."""
+    try:
+        from sksundae.cvode import CVODE
+    except ImportError:
+        return None
+    f, jac = NUMPY[key]
+
+    def rhs(t, y, yp):
+        yp[:] = f(t, y)
+
+    def jacfn(t, y, yp, JJ):
+        JJ[:, :] = jac(t, y)
+
+    solver = CVODE(rhs, method="BDF", rtol=rtol, atol=rtol * problem.atol_per_rtol,
+                   jacfn=jacfn, max_num_steps=1_000_000)
+    tspan = np.array([0.0, problem.t1])
+    y0 = np.asarray(problem.y0, float)
+
+    def run():
+        sol = solver.solve(tspan, y0)
+        assert sol.success, sol.message
+        return sol.y[-1]
+
+    return run
+
+
 def error(y, reference):
     ref = np.asarray(reference)
-    return float(np.max(np.abs(np.asarray(y) - ref) / np.abs(ref)))
+    keep = np.abs(ref) > 1e-15
+    return float(np.max(np.abs(np.asarray(y) - ref)[keep] / np.abs(ref[keep])))
 
 
-# ----------------------------------------------------------------------------- main
+# ----------------------------------------------------------------- work-precision
+
+
+def contenders(p, key, rtols, peer_rtols):
+    """{(name, rtol): zero-argument callable}."""
+    rodas5p, rodas5 = jaxode_run(p, "rodas5p"), jaxode_run(p, "rodas5")
+    rb23, kvaerno = jaxode_run(p, "rosenbrock23"), diffrax_run(p)
+    out = {}
+    for rtol in rtols:
+        out["jaxode rodas5p", rtol] = rodas5p(rtol)
+    for rtol in peer_rtols:
+        out["jaxode rodas5", rtol] = rodas5(rtol)
+        if rtol >= 1e-6:  # order 2: ~1e5 steps below, not its regime
+            out["jaxode rosenbrock23", rtol] = rb23(rtol)
+        out["diffrax Kvaerno5", rtol] = kvaerno(rtol)
+        cvode = cvode_run(p, key, rtol)
+        if cvode is not None:
+            out["sundials CVODE-BDF", rtol] = cvode
+        for method in ("LSODA", "BDF", "Radau"):
+            if method == "Radau" and rtol < 1e-9:
+                continue  # seconds per solve, and never the fastest
+            out[f"scipy {method}", rtol] = scipy_run(p, key, method, rtol)
+    return out
+
+
+def work_precision(key, rtols, peer_rtols, rounds):
+    p = STIFF_PROBLEMS[key]
+    runs = contenders(p, key, rtols, peer_rtols)
+    labels = {f"{name} {rtol:.0e}": fn for (name, rtol), fn in runs.items()}
+    times = measure(labels, rounds=rounds)
+    results = {}
+    for (name, rtol), fn in runs.items():
+        t = times[f"{name} {rtol:.0e}"]
+        results[name, rtol] = (t["best"], t["first"], error(fn(), p.reference))
+    print(f"\n{p.name}, t1 = {p.t1:g}, atol = {p.atol_per_rtol:g} rtol")
+    print(f"{'contender':<22}{'rtol':>7}{'best ms':>10}{'first s':>9}{'error':>10}")
+    for (name, rtol), (best, first, err) in sorted(results.items()):
+        print(f"{name:<22}{rtol:>7.0e}{1e3 * best:>10.2f}{first:>9.1f}{err:>10.1e}")
+    return p, results
+
+
+def summary_rows(p, results, rtols=(1e-6, 1e-8)):
+    """Per LSODA run: the fastest Rodas5P run with an error no larger, the ratio of
+    times, and the same against the best of the other peers."""
+    rows = []
+    ours = {k: v for k, v in results.items() if k[0] == "jaxode rodas5p"}
+    for rtol in rtols:
+        t_l, _, e_l = results["scipy LSODA", rtol]
+        ok = {k: v for k, v in ours.items() if v[2] <= e_l}
+        if not ok:
+            rows.append(f"| stiff: {p.name}, f64, final state, at LSODA's error {e_l:.1e}"
+                        f" (rtol {rtol:.0e}) | no rodas5p run as accurate | - | - |")
+            continue
+        (_, r), (t_j, _, e_j) = min(ok.items(), key=lambda kv: kv[1][0])
+        rows.append(
+            f"| stiff: {p.name}, f64, final state, at LSODA's error {e_l:.1e} (rtol "
+            f"{rtol:.0e}) | rodas5p rtol {r:.0e}: {1e3 * t_j:.2f} ms, error {e_j:.1e} "
+            f"| LSODA {1e3 * t_l:.2f} ms | **{t_l / t_j:.2f}x** LSODA's speed |")
+    return rows
+
+
+def plot(p, key, results, directory):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    names = sorted({name for name, _ in results})
+    for name in names:
+        pts = sorted((rtol, v) for (n, rtol), v in results.items() if n == name)
+        ax.plot([v[2] for _, v in pts], [1e3 * v[0] for _, v in pts],
+                "o-" if name.startswith("jaxode") else "s--", label=name,
+                lw=2.2 if name == "jaxode rodas5p" else 1.2, ms=4)
+    ax.set(xscale="log", yscale="log", xlabel="relative error of the final state",
+           ylabel="time per solve [ms]",
+           title=f"{p.name}: work against precision (float64, CPU)")
+    ax.invert_xaxis()
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    directory.mkdir(parents=True, exist_ok=True)
+    fig.savefig(directory / f"stiff-{key}.png", dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------ ensemble
+
+
+def ensemble_row(members, loop_members, rounds):
+    ts = jnp.asarray(np.geomspace(1e-3, 1e5, 9))
+    ts = jnp.concatenate([jnp.zeros(1), ts])
+    rng = np.random.default_rng(0)
+    ks = np.array([0.04, 3e7, 1e4]) * np.exp(0.3 * rng.standard_normal((members, 3)))
+    y0s = jnp.tile(jnp.array([1.0, 0.0, 0.0]), (members, 1))
+
+    def rober(t, y, k):
+        return jnp.stack([-k[0] * y[0] + k[2] * y[1] * y[2],
+                          k[0] * y[0] - k[2] * y[1] * y[2] - k[1] * y[1] ** 2,
+                          k[1] * y[1] ** 2])
+
+    kj = jnp.asarray(ks)
+
+    def ours():
+        return jo.ensemble(rober, y0s, ts, kj, member_args=True, solver="rodas5p",
+                           rtol=1e-6, atol=1e-10, max_steps=100_000).ys
+
+    t_np = np.asarray(ts)
+
+    def loop():
+        out = []
+        for k in ks[:loop_members]:
+            sol = scipy.integrate.solve_ivp(
+                rober_f, (0.0, t_np[-1]), np.array([1.0, 0.0, 0.0]), method="LSODA",
+                t_eval=t_np, rtol=1e-6, atol=1e-10, jac=rober_j, args=(tuple(k),))
+            out.append(sol.y.T)
+        return np.stack(out)
+
+    times = measure({"ensemble": ours, "loop": loop}, rounds=rounds)
+    ys, ref = np.asarray(ours()), loop()
+    agree = np.max(np.abs(ys[:loop_members] - ref) / (np.abs(ref) + 1e-10))
+    rate_j = members / times["ensemble"]["best"]
+    rate_l = loop_members / times["loop"]["best"]
+    print(f"\nStiff ensemble: Robertson to t = 1e5 (10 save times), rtol 1e-6, atol "
+          f"1e-10, {members} members with their own rate constants")
+    print(f"jaxode.ensemble rodas5p: {times['ensemble']['best']:.2f} s "
+          f"(compile {times['ensemble']['first'] - times['ensemble']['best']:.1f} s), "
+          f"{rate_j:.0f} members/s")
+    print(f"Python loop of LSODA ({loop_members} members): "
+          f"{times['loop']['best']:.2f} s, {rate_l:.0f} members/s")
+    print(f"largest difference from LSODA, relative to |y| + 1e-10: {agree:.1e}")
+    return (f"| stiff ensemble: Robertson, {members} members with own rate constants, "
+            f"f64, 10 save times kept, rtol 1e-6 | rodas5p `ensemble`: {rate_j:.0f} "
+            f"members/s | Python loop of LSODA: {rate_l:.0f} members/s | "
+            f"**{rate_j / rate_l:.1f}x** LSODA's throughput |")
+
+
+# ---------------------------------------------------------------------- controllers
 
 
 def controllers():
-    """Kvaerno5 on Robertson: default I controller against jaxode's PI one."""
-    p = STIFF_PROBLEMS["robertson"]
-    print(f"Kvaerno5 on Robertson to t = 1e11, atol = 1e-4 rtol; {machine()}")
-    print(f"{'controller':<26}{'rtol':>7}{'steps':>8}{'rejected':>10}{'error':>10}"
-          f"{'ms':>8}")
-    for label, coeffs in [("I (pcoeff 0, icoeff 1)", {}),
-                          (f"PI {STIFF_PID}", STIFF_PID)]:
-        for rtol in (1e-6, 1e-8):
-            ctrl = diffrax.PIDController(rtol=rtol, atol=1e-4 * rtol, **coeffs)
-            run = jax.jit(lambda y0: diffrax.diffeqsolve(
-                diffrax.ODETerm(p.f), diffrax.Kvaerno5(), 0.0, p.t1, 1e-6, y0,
-                stepsize_controller=ctrl, max_steps=100_000))
-            sol = jax.block_until_ready(run(jnp.asarray(p.y0)))
-            best = min(_time(lambda: run(jnp.asarray(p.y0))) for _ in range(3))
-            n, rej = int(sol.stats["num_steps"]), int(sol.stats["num_rejected_steps"])
-            err = error(sol.ys[-1], p.reference)
-            print(f"{label:<26}{rtol:>7.0e}{n:>8}{rej:>6} ({rej / n:.0%})"
-                  f"{err:>10.1e}{1e3 * best:>8.1f}")
+    """Rodas5P's steps (accepted + rejected) at equal error under three controllers."""
+    choices = {"I (pcoeff 0, icoeff 1)": {"pcoeff": 0.0, "icoeff": 1.0},
+               f"Kvaerno5's PI {STIFF_PID}": STIFF_PID,
+               f"jaxode's PI {ROSENBROCK_PID}": ROSENBROCK_PID}
+    rtols = [1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10]
+    print("Rodas5P: steps at equal error (interpolated in log-log between rtols "
+          "1e-5 ... 1e-10)")
+    print(f"{'problem':<14}{'controller':<40}{'err 1e-5':>9}{'1e-7':>8}{'1e-9':>8}")
+    for key, p in STIFF_PROBLEMS.items():
+        for label, coeffs in choices.items():
+            @jax.jit
+            def run(y0, rtol, atol, coeffs=coeffs):
+                sol = diffrax.diffeqsolve(
+                    diffrax.ODETerm(p.f), Rodas5P(), 0.0, p.t1, None, y0,
+                    stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol,
+                                                              **coeffs),
+                    max_steps=200_000)
+                return sol.ys[-1], sol.stats["num_steps"]
 
-
-def _time(fn):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    return time.perf_counter() - t
+            pts = [run(jnp.asarray(p.y0), r, r * p.atol_per_rtol) for r in rtols]
+            steps = np.array([int(s) for _, s in pts], float)
+            errs = np.array([error(y, p.reference) for y, _ in pts])
+            order = np.argsort(errs)
+            at = [np.exp(np.interp(np.log(e), np.log(errs[order]),
+                                   np.log(steps[order]))) for e in (1e-5, 1e-7, 1e-9)]
+            print(f"{p.name[:13]:<14}{label:<40}" + "".join(f"{a:>8.0f} " for a in at))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="rtol 1e-6 only, one round, Robertson and HIRES")
+                        help="Robertson and HIRES at three tolerances, one round, a "
+                        "small ensemble")
+    parser.add_argument("--plots", type=__import__("pathlib").Path, default=None,
+                        help="write one work-precision figure per problem here")
     parser.add_argument("--controllers", action="store_true",
-                        help="Kvaerno5's step-size controller on Robertson")
+                        help="Rodas5P's step counts under three step-size controllers")
     ns = parser.parse_args()
     if ns.controllers:
         return controllers()
-    rtols = [1e-6] if ns.quick else [1e-6, 1e-8, 1e-10]
-    keys = ["robertson", "hires"] if ns.quick else list(STIFF_PROBLEMS)
-    rounds = 1 if ns.quick else 3
+    if ns.quick:
+        rtols, peer_rtols = [1e-5, 1e-6, 1e-8], [1e-6, 1e-8]
+        keys, rounds, members, loop_members = ["robertson", "hires"], 1, 200, 20
+    else:
+        rtols = [1e-4, 1e-5, 1e-6, 1e-7, 1e-8, 1e-9, 1e-10]
+        peer_rtols = [1e-4, 1e-6, 1e-8, 1e-10]
+        keys, rounds, members, loop_members = list(STIFF_PROBLEMS), 3, 10_000, 200
     print(f"Stiff problems, float64; {machine()}; jax {jax.__version__}, "
-          f"scipy {scipy.__version__}")
+          f"scipy {scipy.__version__}, diffrax {diffrax.__version__}")
     rows = []
     for key in keys:
-        p = STIFF_PROBLEMS[key]
-        results = {}  # (contender, rtol) -> (best s, first s, error)
-        for rtol in rtols:
-            contenders = {
-                "jaxode rosenbrock23": jaxode_run(p, "rosenbrock23", rtol),
-                "jaxode kvaerno5": jaxode_run(p, "kvaerno5", rtol),
-                **{f"scipy {m}": scipy_run(p, key, m, rtol)
-                   for m in ("LSODA", "BDF", "Radau")},
-            }
-            if rtol < 1e-9:  # order 2 needs ~1e5 steps there: not its regime
-                del contenders["jaxode rosenbrock23"]
-            times = measure(contenders, rounds=rounds)
-            for name, fn in contenders.items():
-                results[name, rtol] = (times[name]["best"], times[name]["first"],
-                                       error(fn(), p.reference))
-        print(f"\n{p.name}, t1 = {p.t1:g}, atol = {p.atol_per_rtol:g} rtol")
-        print(f"{'contender':<22}{'rtol':>7}{'best ms':>10}{'compile s':>11}"
-              f"{'error':>10}")
-        for (name, rtol), (best, first, err) in results.items():
-            compile_s = f"{first - best:.1f}" if name.startswith("jaxode") else "-"
-            print(f"{name:<22}{rtol:>7.0e}{1e3 * best:>10.2f}{compile_s:>11}"
-                  f"{err:>10.1e}")
-        rows += summary_rows(p, results, rtols)
+        p, results = work_precision(key, rtols, peer_rtols, rounds)
+        rows += summary_rows(p, results)
+        if ns.plots is not None:
+            plot(p, key, results, ns.plots)
+    rows.append(ensemble_row(members, loop_members, rounds))
     print("\n| benchmark | jaxode | peer | ratio |\n|---|---|---|---|")
     for row in rows:
         print(row)
 
 
-def summary_rows(p, results, rtols):
-    """Per LSODA run: the fastest jaxode run with an error no larger, the ratio of
-    times, and the same against Radau."""
-    rows = []
-    jaxode = {k: v for k, v in results.items() if k[0].startswith("jaxode")}
-    for rtol in rtols:
-        t_l, _, e_l = results["scipy LSODA", rtol]
-        t_r, _, e_r = results["scipy Radau", rtol]
-        ok = {k: v for k, v in jaxode.items() if v[2] <= e_l}
-        if not ok:
-            rows.append(f"| stiff: {p.name}, LSODA rtol {rtol:.0e} (error {e_l:.1e}), "
-                        "f64, final state | no jaxode run as accurate | - | - |")
-            continue
-        (name, r), (t_j, _, e_j) = min(ok.items(), key=lambda kv: kv[1][0])
-        rows.append(
-            f"| stiff: {p.name}, f64, final state, at LSODA's error {e_l:.1e} (rtol "
-            f"{rtol:.0e}) | {name.split()[1]} rtol {r:.0e}: {1e3 * t_j:.2f} ms, error "
-            f"{e_j:.1e} | LSODA {1e3 * t_l:.2f} ms; Radau {1e3 * t_r:.1f} ms (error "
-            f"{e_r:.1e}) | **{t_l / t_j:.2f}x** LSODA's speed |")
-    return rows
-
-
 if __name__ == "__main__":
+    t0 = time.perf_counter()
     main()
+    print(f"\n(wall time {time.perf_counter() - t0:.0f} s)")
