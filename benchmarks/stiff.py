@@ -21,15 +21,16 @@ above 1e-15: POLLU's O1D, 4e-18, is below any tolerance). Time: best of the roun
 the contenders run alternately.
 
 The summary rows give, for each LSODA run at rtol 1e-6 and 1e-8, the fastest Rodas5P
-run whose error is no larger, and the ratio of times. `--plots DIR` writes one
-work-precision figure per problem (error against time, log-log).
+run whose error is no larger, and the ratio of times. The work-precision figure
+(time against error, log-log, a panel per problem) goes to
+`docs/benchmarks/stiff-work-precision.png`, or to `--plot FILE`.
 
 The ensemble row: Robertson to t = 1e5 (10 save times kept, float64) for 10^4
 members, each with its own rate constants (log-normal, 30 % spread), in one
 `jaxode.ensemble(..., solver="rodas5p")` call, against a Python loop of LSODA over
 a subset of the members (the loop's cost is linear in members); members per second.
 
-    python benchmarks/stiff.py [--quick] [--plots DIR] [--controllers]
+    python benchmarks/stiff.py [--quick] [--plot FILE] [--controllers]
 
 `--controllers` instead prints Rodas5P's step counts at equal error under three
 step-size controllers (the reason for `jaxode._solve.ROSENBROCK_PID`).
@@ -37,6 +38,7 @@ step-size controllers (the reason for `jaxode._solve.ROSENBROCK_PID`).
 
 import argparse
 import time
+from pathlib import Path
 
 import jax
 
@@ -148,6 +150,10 @@ def pollu_j(t, y):
             dr[j, i] += POLLU_K[j] * np.prod(y[[m for m in s if m != i]])
     return POLLU_S @ dr
 
+
+# the figure the README and the documentation show
+FIGURE = (Path(__file__).resolve().parent.parent / "docs" / "benchmarks"
+          / "stiff-work-precision.png")
 
 NUMPY = {"robertson": (rober_f, rober_j), "hires": (hires_f, hires_j),
          "orego": (orego_f, orego_j), "van_der_pol": (vdp_f, vdp_j),
@@ -281,8 +287,9 @@ def summary_rows(p, results, rtols=(1e-6, 1e-8)):
         t_l, _, e_l = results["scipy LSODA", rtol]
         ok = {k: v for k, v in ours.items() if v[2] <= e_l}
         if not ok:
-            rows.append(f"| stiff: {p.name}, f64, final state, at LSODA's error {e_l:.1e}"
-                        f" (rtol {rtol:.0e}) | no rodas5p run as accurate | - | - |")
+            rows.append(f"| stiff: {p.name}, f64, final state, at LSODA's error "
+                        f"{e_l:.1e} (rtol {rtol:.0e}) | no rodas5p run as accurate | "
+                        "- | - |")
             continue
         (_, r), (t_j, _, e_j) = min(ok.items(), key=lambda kv: kv[1][0])
         rows.append(
@@ -292,28 +299,40 @@ def summary_rows(p, results, rtols=(1e-6, 1e-8)):
     return rows
 
 
-def plot(p, key, results, directory):
+def plot(problems, path):
+    """One panel per problem: time against error, log-log, a line per solver."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    names = sorted({name for name, _ in results})
-    for name in names:
-        pts = sorted((rtol, v) for (n, rtol), v in results.items() if n == name)
-        ax.plot([v[2] for _, v in pts], [1e3 * v[0] for _, v in pts],
-                "o-" if name.startswith("jaxode") else "s--", label=name,
-                lw=2.2 if name == "jaxode rodas5p" else 1.2, ms=4)
-    ax.set(xscale="log", yscale="log", xlabel="relative error of the final state",
-           ylabel="time per solve [ms]",
-           title=f"{p.name}: work against precision (float64, CPU)")
-    ax.invert_xaxis()
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+    names = sorted({name for _, results in problems for name, _ in results})
+    styles = {name: (f"C{i}", "o-" if name.startswith("jaxode") else "s--")
+              for i, name in enumerate(names)}
+    for ax, (p, results) in zip(axes.flat, problems):
+        for name in names:
+            pts = sorted((rtol, v) for (n, rtol), v in results.items() if n == name)
+            if not pts:
+                continue
+            color, style = styles[name]
+            ax.plot([v[2] for _, v in pts], [1e3 * v[0] for _, v in pts], style,
+                    color=color, label=name, ms=3.5,
+                    lw=2.4 if name == "jaxode rodas5p" else 1.1)
+        ax.set(xscale="log", yscale="log", title=p.name,
+               xlabel="relative error of the final state", ylabel="ms per solve")
+        ax.invert_xaxis()
+        ax.grid(True, which="major", alpha=0.3)
+    for ax in axes.flat[len(problems):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    (axes.flat[len(problems)] if len(problems) < axes.size else fig).legend(
+        handles, labels, loc="center", fontsize=9)
+    fig.suptitle("Stiff problems: time against error (float64, 2-core CPU; lower "
+                 "and further right is better)")
     fig.tight_layout()
-    directory.mkdir(parents=True, exist_ok=True)
-    fig.savefig(directory / f"stiff-{key}.png", dpi=110)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
@@ -400,13 +419,29 @@ def controllers():
             print(f"{p.name[:13]:<14}{label:<40}" + "".join(f"{a:>8.0f} " for a in at))
 
 
+def time_derivative():
+    """What skipping `∂f/∂t` for an autonomous `f` saves: HIRES (8 states) with `f`
+    as it is, and with `+ 0·t` (which reads `t`, so the JVP for `∂f/∂t` runs)."""
+    p = STIFF_PROBLEMS["hires"]
+    reads_t = lambda t, y, args: p.f(t, y, args) + 0.0 * t  # noqa: E731
+    runs = {}
+    for label, f in (("autonomous f", p.f), ("f reading t", reads_t)):
+        problem = p._replace(f=f)
+        runs[label] = jaxode_run(problem, "rodas5p")(1e-8)
+    times = measure(runs, rounds=5)
+    a, b = times["autonomous f"]["best"], times["f reading t"]["best"]
+    print(f"\nHIRES, rodas5p rtol 1e-8: {1e3 * a:.2f} ms with the time derivative "
+          f"skipped, {1e3 * b:.2f} ms with it computed ({b / a:.2f}x)")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
                         help="Robertson and HIRES at three tolerances, one round, a "
                         "small ensemble")
-    parser.add_argument("--plots", type=__import__("pathlib").Path, default=None,
-                        help="write one work-precision figure per problem here")
+    parser.add_argument("--plot", type=Path, default=None,
+                        help="write the work-precision figure (a panel per problem) "
+                        f"to this PNG file (default without --quick: {FIGURE})")
     parser.add_argument("--controllers", action="store_true",
                         help="Rodas5P's step counts under three step-size controllers")
     ns = parser.parse_args()
@@ -421,12 +456,16 @@ def main():
         keys, rounds, members, loop_members = list(STIFF_PROBLEMS), 3, 10_000, 200
     print(f"Stiff problems, float64; {machine()}; jax {jax.__version__}, "
           f"scipy {scipy.__version__}, diffrax {diffrax.__version__}")
-    rows = []
+    rows, problems = [], []
     for key in keys:
         p, results = work_precision(key, rtols, peer_rtols, rounds)
         rows += summary_rows(p, results)
-        if ns.plots is not None:
-            plot(p, key, results, ns.plots)
+        problems.append((p, results))
+    figure = ns.plot or (None if ns.quick else FIGURE)
+    if figure is not None:
+        plot(problems, figure)
+    if not ns.quick:
+        time_derivative()
     rows.append(ensemble_row(members, loop_members, rounds))
     print("\n| benchmark | jaxode | peer | ratio |\n|---|---|---|---|")
     for row in rows:

@@ -10,7 +10,13 @@ from ._ensemble import ensemble as ensemble
 from ._sharding import member_mesh as member_mesh
 from ._fit import FitResult as FitResult, Profile as Profile, fit as fit
 from ._scan import scan as scan
-from ._rosenbrock import Rosenbrock23 as Rosenbrock23
+from ._rosenbrock import (
+    AbstractRosenbrock as AbstractRosenbrock,
+    Rodas5 as Rodas5,
+    Rodas5P as Rodas5P,
+    Rosenbrock23 as Rosenbrock23,
+    RosenbrockTableau as RosenbrockTableau,
+)
 from ._solve import Solution as Solution, solve as solve
 from ._solvers import (
     RK4 as RK4,
@@ -27,7 +33,8 @@ from .nn._forecast import forecast as forecast
 
 __all__ = [
     "scan", "ODECell", "Euler", "Midpoint", "Heun", "RK4", "ButcherTableau",
-    "AbstractStepper", "Rosenbrock23", "solve", "Solution", "ensemble", "member_mesh",
+    "AbstractStepper", "Rosenbrock23", "Rodas5P", "Rodas5", "RosenbrockTableau",
+    "AbstractRosenbrock", "solve", "Solution", "ensemble", "member_mesh",
     "fit", "FitResult", "Profile", "train", "load_trained", "forecast", "bptt", "nn",
 ]
 

@@ -286,7 +286,8 @@ class _RosenbrockInterpolation(diffrax.AbstractLocalInterpolation):
     def evaluate(self, t0, t1=None, left=True):
         del left
         if t1 is not None:
-            return jtu.tree_map(lambda a, b: b - a, self.evaluate(t0), self.evaluate(t1))
+            return jtu.tree_map(lambda a, b: b - a, self.evaluate(t0),
+                                self.evaluate(t1))
         th = (t0 - self.t0) / (self.t1 - self.t0)
 
         def leaf(y0, y1, K):
@@ -408,7 +409,8 @@ class _Rosenbrock23Interpolation(diffrax.AbstractLocalInterpolation):
     def evaluate(self, t0, t1=None, left=True):
         del left
         if t1 is not None:
-            return jtu.tree_map(lambda a, b: b - a, self.evaluate(t0), self.evaluate(t1))
+            return jtu.tree_map(lambda a, b: b - a, self.evaluate(t0),
+                                self.evaluate(t1))
         s = (t0 - self.t0) / (self.t1 - self.t0)
         w1 = s * (1 - s) / (1 - 2 * _D)
         w2 = s * (s - 2 * _D) / (1 - 2 * _D)

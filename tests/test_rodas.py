@@ -293,12 +293,14 @@ def test_vmap_matches_a_loop_and_ensemble_members_meet_their_own_tolerance():
 
     looped = np.stack([run(k, 1e-6).ys for k in ks])
     batched = jax.vmap(lambda k: run(k, 1e-6).ys)(ks)
-    # batched LU kernels round differently from one-matrix ones
-    np.testing.assert_allclose(batched, looped, rtol=1e-9, atol=1e-12)
+    # batched LU kernels round differently from one-matrix ones, and W's condition
+    # (up to k·h ~ 1e6) amplifies that: measured 4e-9 at k = 1e6, 1e-12 below
+    np.testing.assert_allclose(batched, looped, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(batched[:3], looped[:3], rtol=1e-10, atol=1e-12)
     ens = jo.ensemble(f, jnp.tile(y0, (4, 1)), ts, ks, member_args=True,
                       solver="rodas5p", rtol=1e-6,
                       atol=1e-6)
-    np.testing.assert_allclose(ens.ys, looped, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ens.ys, looped, rtol=1e-7, atol=1e-12)
     steps = np.asarray(ens.stats["num_steps"])
     assert len(set(steps.tolist())) > 1, steps
     ref = jax.vmap(lambda k: run(k, 1e-12).ys)(ks)

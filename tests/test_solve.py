@@ -40,7 +40,8 @@ def _lotka_reference() -> np.ndarray:
     return out.y.T
 
 
-@pytest.mark.parametrize("solver", ["tsit5", "dopri5", "dopri8", "bosh3", "kvaerno5"])
+@pytest.mark.parametrize("solver", ["tsit5", "dopri5", "dopri8", "bosh3", "kvaerno5",
+                                    "rodas5p"])
 @pytest.mark.filterwarnings("ignore:jaxode.solve. the stiff solver")  # float32, 1e-6
 def test_adaptive_matches_scipy_dop853(solver, dtype):
     ts = jnp.linspace(0.0, 15.0, 16)
@@ -106,7 +107,8 @@ def test_nfe_is_the_number_of_calls(problem, solver, dt):
 def test_fixed_step_stats():
     sol = jo.solve(competition, Y0, jnp.linspace(0, 10, 11), P, solver="rk4")
     assert {k: int(v) for k, v in sol.stats.items()} == {
-        "num_steps": 10, "num_accepted": 10, "num_rejected": 0, "nfe": 40}
+        "num_steps": 10, "num_accepted": 10, "num_rejected": 0, "nfe": 40,
+        "num_jacobians": 0, "num_lu": 0}
 
 
 def test_pytree_state():
@@ -296,13 +298,17 @@ def test_traced_non_increasing_ts_raises_at_run_time():
 def test_max_steps_exhausted():
     stiff = lambda t, y, a: -1e5 * (y - jnp.cos(t))  # noqa: E731
     ts = jnp.linspace(0.0, 1.0, 5)
-    with pytest.raises(Exception, match=r"Raise `max_steps`.*kvaerno5"):
+    with pytest.raises(Exception, match=r"Raise `max_steps`.*solver=.rodas5p."):
         jo.solve(stiff, jnp.array([0.0]), ts, max_steps=50)
     sol = jo.solve(stiff, jnp.array([0.0]), ts, max_steps=50, throw=False)
     assert not bool(sol.ok)
     assert not np.all(np.isfinite(np.asarray(sol.ys[-1])))  # nothing that looks valid
     ok = jo.solve(stiff, jnp.array([0.0]), ts, solver="kvaerno5", max_steps=200)
     np.testing.assert_allclose(ok.ys[-1], np.cos(1.0), atol=1e-4)
+    # a stiff solver out of steps is not told to try a stiff solver
+    with pytest.raises(Exception, match=r"the stiff solver reached `max_steps`") as err:
+        jo.solve(stiff, jnp.array([0.0]), ts, solver="stiff", max_steps=3)
+    assert "try solver" not in str(err.value)
 
 
 def test_nan_mid_solve_is_an_error():
