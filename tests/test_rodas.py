@@ -110,13 +110,15 @@ def test_dense_output_is_fourth_order_between_steps(name):
     assert _slope(hs, errs) >= 3.7, errs
 
 
-@pytest.mark.parametrize("key", ["robertson", "hires"])
-def test_reference_problems_at_rtol_1e_10(key):
-    """Rodas5P within 1e-7 relative of the Test Set's reference solutions, and its
-    statistics: 8 stages per step, one Jacobian and one LU each."""
+@pytest.mark.parametrize("key, atol", [("robertson", 1e-18), ("hires", 1e-14)])
+def test_reference_problems_at_rtol_1e_10(key, atol):
+    """Rodas5P within 1e-7 relative of the Test Set's reference solutions in every
+    component, and its statistics: 8 stages per step, one Jacobian and one LU each.
+    Robertson's y1 (2e-8) and y2 (8e-14) at t = 1e11 need an atol below them (at
+    atol 1e-14 their error is 1e-7; at 1e-18, 6e-10)."""
     p = STIFF_PROBLEMS[key]
     sol = jo.solve(p.f, jnp.asarray(p.y0), jnp.array([0.0, p.t1]), solver="stiff",
-                   rtol=1e-10, atol=1e-10 * p.atol_per_rtol, max_steps=100_000)
+                   rtol=1e-10, atol=atol, max_steps=100_000)
     ref = np.asarray(p.reference)
     err = np.max(np.abs(np.asarray(sol.ys[-1]) - ref) / np.abs(ref))
     assert err < 1e-7, err
