@@ -352,3 +352,25 @@ def test_fit_recovers_robertson_rate_constants_on_log_scale():
                  steps=300, progress=False)
     for name, value in k_true.items():
         assert abs(np.log(res.params[name] / value)) < 0.1, (name, res.params)
+
+
+def test_events_and_dense_output_run_on_the_rosenbrock_interpolant():
+    """A dropped ball lands at sqrt(2h/g) (the event's root found on Rodas5P's
+    interpolant), with d t / d h = 1 / sqrt(2 g h); dense output of a harmonic
+    oscillator between steps matches cos t."""
+    def fall(t, y, g):
+        return jnp.stack([y[1], -g])
+
+    def t_hit(h):
+        return jo.solve(fall, jnp.stack([h, 0.0]), jnp.linspace(0.0, 5.0, 11), 9.81,
+                        solver="rodas5p", event=lambda t, y, g: y[0], rtol=1e-10,
+                        atol=1e-10).t_event
+
+    np.testing.assert_allclose(t_hit(20.0), np.sqrt(40 / 9.81), rtol=1e-12)
+    np.testing.assert_allclose(jax.grad(t_hit)(20.0), 1 / np.sqrt(2 * 9.81 * 20),
+                               rtol=1e-10)
+    sol = jo.solve(lambda t, y, a: jnp.stack([y[1], -y[0]]), jnp.array([1.0, 0.0]),
+                   jnp.array([0.0, 3.0]), solver="rodas5p", dense=True, rtol=1e-10,
+                   atol=1e-10)
+    t = jnp.linspace(0.0, 3.0, 13)
+    np.testing.assert_allclose(sol.evaluate(t)[:, 0], np.cos(t), atol=1e-9)
