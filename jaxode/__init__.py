@@ -6,6 +6,7 @@ An RNN and an ODE solver are the same object, a pure step function
 
 import importlib.metadata
 
+from ._dense import Event as Event
 from ._ensemble import ensemble as ensemble
 from ._sharding import member_mesh as member_mesh
 from ._fit import FitResult as FitResult, Profile as Profile, fit as fit
@@ -34,7 +35,7 @@ from .nn._forecast import forecast as forecast
 __all__ = [
     "scan", "ODECell", "Euler", "Midpoint", "Heun", "RK4", "ButcherTableau",
     "AbstractStepper", "Rosenbrock23", "Rodas5P", "Rodas5", "RosenbrockTableau",
-    "AbstractRosenbrock", "solve", "Solution", "ensemble", "member_mesh",
+    "AbstractRosenbrock", "Event", "solve", "Solution", "ensemble", "member_mesh",
     "fit", "FitResult", "Profile", "train", "load_trained", "forecast", "bptt", "nn",
 ]
 

@@ -8,6 +8,9 @@ event is a sign change of `cond(t, y, args)` between two steps; its time is the 
 derivative gives `d t_event / d(y0, args)` by the implicit function theorem.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,9 +18,113 @@ import jax.tree_util as jtu
 import numpy as np
 import optimistix as optx
 
+from ._errors import short
 from ._fixed import step_list
 
-__all__ = ["HermiteInterpolation", "step_grid", "locate_event", "after_event"]
+__all__ = ["Event", "as_event", "HermiteInterpolation", "step_grid", "locate_event",
+           "after_event", "signal", "start_sign"]
+
+
+class Event(eqx.Module):
+    """An event: a time where `cond(t, y, args)` crosses zero (a real `cond`) or
+    becomes True (a boolean one).
+
+    **Arguments:**
+
+    - `cond`: `cond(t, y, args) -> scalar`, real or boolean. A real one is located
+      by Newton's method on the solver's interpolant, a boolean one by bisection on
+      it; both to the solver's tolerance. A real condition that is zero where the
+      solve (or, after an event, its continuation) starts does not fire there.
+    - `direction`: `0` (default) for crossings either way, `-1` for falling ones
+      (from positive to negative: a ball reaching the ground), `+1` for rising
+      ones. A boolean condition fires when it becomes True.
+    - `terminal`: True (default): the solve stops at the first event, and the states
+      saved after it are `inf`. False: the solve goes on after each event.
+    - `reset`: with `terminal=False`, `reset(t, y, args) -> y` gives the state the
+      solve continues from (a bounce: the velocity reversed and damped); `None`
+      continues from the state as it is. After a reset, a condition at its root
+      counts as starting on the side the flow takes it to.
+    - `max_events`: with `terminal=False`, the most events recorded (default 16):
+      the solve stops at the last of them, and the states saved after it are `inf`.
+
+    `sol.t_event` is the first event's time, `sol.event_times` all of them (padded
+    with `inf` to `max_events`), `sol.event_count` their number. Event times are
+    differentiable (implicit function theorem) for real conditions.
+    """
+
+    cond: Callable[..., Any]
+    direction: int = eqx.field(static=True)
+    terminal: bool = eqx.field(static=True)
+    reset: Callable[..., Any] | None
+    max_events: int = eqx.field(static=True)
+
+    def __init__(self, cond, *, direction=0, terminal=True, reset=None,
+                 max_events=None):
+        if not callable(cond):
+            raise ValueError(f"`cond` must be a function cond(t, y, args), got "
+                             f"{short(cond)}.")
+        if direction not in (-1, 0, 1) or isinstance(direction, bool):
+            raise ValueError(f"`direction` must be -1, 0 or 1, got {direction!r}.")
+        if not isinstance(terminal, bool):
+            raise ValueError(f"`terminal` must be True or False, got {terminal!r}.")
+        if reset is not None and not callable(reset):
+            raise ValueError(f"`reset` must be a function reset(t, y, args) -> y, got "
+                             f"{short(reset)}.")
+        if terminal and (reset is not None or max_events not in (None, 1)):
+            raise ValueError(
+                "`reset` and `max_events` are for events that do not end the solve: "
+                "pass terminal=False with them.")
+        if max_events is None:
+            max_events = 1 if terminal else 16
+        if isinstance(max_events, bool) or not isinstance(max_events, int) or (
+                max_events < 1):
+            raise ValueError(
+                f"`max_events` must be a positive integer, got {max_events!r}.")
+        self.cond = cond
+        self.direction = direction
+        self.terminal = terminal
+        self.reset = reset
+        self.max_events = max_events
+
+
+def as_event(event) -> Event | None:
+    """`None`, an `Event`, or a plain `cond` as the terminal, two-way event."""
+    if event is None or isinstance(event, Event):
+        return event
+    if not callable(event):
+        raise ValueError(f"`event` must be a function cond(t, y, args) or a "
+                         f"jaxode.Event, got {short(event)}.")
+    return Event(event)
+
+
+def is_boolean(event: Event, t, y, args) -> bool:
+    out = eqx.filter_eval_shape(lambda t, y, a: event.cond(t, y, a), t, y, args)
+    return out.dtype == jnp.bool_
+
+
+def signal(event: Event, t, y, args):
+    """The event's condition as a real number: a boolean one as ±1 (True: +1)."""
+    c = event.cond(t, y, args)
+    if jnp.result_type(c) == jnp.bool_:
+        return jnp.where(c, 1.0, -1.0).astype(jnp.result_type(t))
+    return c
+
+
+def start_sign(event: Event, f, t, y, args, tol):
+    """The sign the condition has just after `t`: its own where it is clearly away
+    from zero, else the sign of its rate of change along the flow (so that a
+    condition zero at the start, or at its root after an event, does not fire
+    there). `tol` is the event time's tolerance."""
+    c = signal(event, t, y, args)
+    if jnp.result_type(event.cond(t, y, args)) == jnp.bool_:
+        return jnp.sign(c)
+    _, rate = jax.jvp(lambda t_, y_: event.cond(t_, y_, args), (t, y),
+                      (jnp.ones_like(t), f(t, y, args)))
+    near = jnp.abs(c) <= 10 * jnp.abs(rate) * (tol + 10 * jnp.finfo(
+        jnp.result_type(t)).eps * jnp.maximum(1.0, jnp.abs(t)))
+    s = jnp.where(near & (rate != 0), jnp.sign(rate), jnp.sign(c))
+    return jax.lax.stop_gradient(jnp.where(s == 0, 1.0, s)).astype(
+        jnp.result_type(c))
 
 
 class HermiteInterpolation(eqx.Module):
@@ -62,24 +169,42 @@ def step_grid(ts, ts_host, counts):
     return grid, index
 
 
-def locate_event(cond, interp: HermiteInterpolation, args):
-    """The first time where `cond(t, y(t), args)` changes sign along the grid of
-    `interp`, refined to a root on the step's interpolant; `inf` when it never does.
-    Returns `(t_event, happened)`."""
+def crossed(direction: int, before, after):
+    """Whether the signal's sign change from `before` to `after` is an event."""
+    if direction > 0:
+        return (before < 0) & (after >= 0)
+    if direction < 0:
+        return (before > 0) & (after <= 0)
+    return jnp.sign(before) != jnp.sign(after)
+
+
+def locate_event(event: Event, f, interp: HermiteInterpolation, args):
+    """The first time where the event's condition crosses zero (in its direction)
+    along the grid of `interp`, refined to a root on the step's interpolant (Newton;
+    bisection for a boolean condition); `inf` when it never does. A condition zero
+    at the first time takes the sign of its rate there. Returns
+    `(t_event, happened)`."""
     ts = interp.ts
-    g = jax.vmap(lambda t, y: cond(t, y, args))(ts, interp.ys)
-    change = jnp.sign(g[:-1]) != jnp.sign(g[1:])
+    tol = 100 * float(jnp.finfo(ts.dtype).eps)  # Newton converges quadratically
+    g = jax.vmap(lambda t, y: signal(event, t, y, args))(ts, interp.ys)
+    y_first = jtu.tree_map(lambda y: y[0], interp.ys)
+    g = g.at[0].set(start_sign(event, f, ts[0], y_first, args, tol)
+                    * jnp.maximum(jnp.abs(g[0]), jnp.finfo(g.dtype).tiny))
+    boolean = is_boolean(event, ts[0], y_first, args)
+    change = crossed(1 if boolean else event.direction, g[:-1], g[1:])
     happened = jnp.any(change)
     i = jnp.argmax(change)  # the first step with a sign change
     lo, hi = ts[i], ts[i + 1]
+    if boolean:
+        return jnp.where(happened, _bisect(event, interp, args, lo, hi), jnp.inf), \
+            happened
     # secant guess inside the step, then Newton on the interpolant
     denom = g[i + 1] - g[i]
     frac = jnp.where(denom != 0, -g[i] / jnp.where(denom != 0, denom, 1), 0.5)
     guess = lo + jnp.clip(frac, 0, 1) * (hi - lo)
-    tol = 100 * float(jnp.finfo(ts.dtype).eps)  # Newton converges quadratically
 
     def fn(t, _):
-        return cond(t, interp.evaluate(t), args)
+        return event.cond(t, interp.evaluate(t), args)
 
     # throw=False: where rounding keeps |cond| above `tol`, the iterate after
     # max_steps is the root to rounding all the same
@@ -87,6 +212,21 @@ def locate_event(cond, interp: HermiteInterpolation, args):
                           max_steps=64).value
     root = jnp.clip(root, lo, hi)
     return jnp.where(happened, root, jnp.inf), happened
+
+
+def _bisect(event, interp, args, lo, hi):
+    """The first time in `[lo, hi]` where a boolean condition is True on the
+    interpolant (False at `lo`, True at `hi`), by bisection to rounding; not
+    differentiable (its derivative is zero)."""
+    def halve(_, bounds):
+        a, b = bounds
+        mid = a + (b - a) / 2
+        up = event.cond(mid, interp.evaluate(mid), args)
+        return jnp.where(up, a, mid), jnp.where(up, mid, b)
+
+    n = int(np.ceil(-np.log2(float(jnp.finfo(jnp.result_type(lo)).eps)))) + 8
+    _, b = jax.lax.fori_loop(0, n, halve, jax.lax.stop_gradient((lo, hi)))
+    return b
 
 
 def after_event(ys, ts, t_event):

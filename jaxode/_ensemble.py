@@ -97,10 +97,11 @@ def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
         args = eqx.combine(member_args, shared)
         if even is not None:  # traced times, a step count fixed on the host
             ys, stats, ok = _even_member(f, y0, ts, args, even, kwargs)
-            return (ys, stats, ok, jnp.array(jnp.inf, jnp.result_type(ts)), None,
-                    result_of(ok))
+            none = jnp.array(jnp.inf, jnp.result_type(ts))
+            return ys, stats, ok, none, None, result_of(ok), none[None]
         sol = solve(f, y0, ts, args, **kwargs)
-        return sol.ys, sol.stats, sol.ok, sol.t_event, None, sol.result
+        return (sol.ys, sol.stats, sol.ok, sol.t_event, None, sol.result,
+                sol.event_times)
 
     out = jax.vmap(one)(y0s, mapped)
     out = jax.lax.with_sharding_constraint(out, split(mesh))

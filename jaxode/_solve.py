@@ -29,7 +29,17 @@ from ._errors import (
     is_concrete,
     short,
 )
-from ._dense import HermiteInterpolation, after_event, locate_event, step_grid
+from ._dense import (
+    Event,
+    HermiteInterpolation,
+    after_event,
+    as_event,
+    is_boolean,
+    locate_event,
+    signal,
+    start_sign,
+    step_grid,
+)
 from ._fixed import plan_grid, solve_even, solve_steps, step_list
 from ._rosenbrock import AbstractRosenbrock, Rodas5, Rodas5P, Rosenbrock23
 from ._solvers import RK4, AbstractStepper, Euler, Heun, Midpoint
@@ -123,9 +133,12 @@ class Solution(eqx.Module):
     - `result`: why it ended, as diffrax reports it: a `diffrax.RESULTS` item
       (`successful`, `event_occurred`, `max_steps_reached`, `nonfinite`, ...; per
       element under `vmap`). `diffrax.RESULTS[sol.result]` is its message.
-    - `t_event`: with `event=cond`, the time where `cond` changed sign; `inf` when
-      it did not, or when no event was asked for.
-    - `evaluate(t)`: with `dense=True`, the state at any `t` in `[ts[0], ts[-1]]`.
+    - `t_event`: with an `event`, the time of the first event; `inf` when there was
+      none, or when no event was asked for.
+    - `event_times`: the times of all events, padded with `inf` to the event's
+      `max_events` (one for a terminal event); `event_count`: how many there were.
+    - `evaluate(t)`: with `dense=True`, the state at any `t` in `[ts[0], ts[-1]]`
+      (`inf` after a terminal event, as in `ys`).
     """
 
     ts: Array
@@ -135,6 +148,11 @@ class Solution(eqx.Module):
     t_event: Array = eqx.field(default_factory=lambda: jnp.array(jnp.inf))
     interpolation: Any = None
     result: Any = eqx.field(default_factory=lambda: diffrax.RESULTS.successful)
+    event_times: Array = eqx.field(default_factory=lambda: jnp.full((1,), jnp.inf))
+
+    @property
+    def event_count(self) -> Array:
+        return jnp.sum(jnp.isfinite(self.event_times), axis=-1)
 
     def evaluate(self, t: Any) -> Y:
         """The state at time(s) `t`: a scalar gives a state like `y0`, an array of
@@ -160,7 +178,11 @@ class Solution(eqx.Module):
                              "jaxode.Solution.evaluate: `t` is outside the span of "
                              "the solution; `evaluate` does not extrapolate.")
         flat = jax.vmap(self.interpolation.evaluate)(jnp.reshape(t, (-1,)))
-        return jtu.tree_map(lambda y: jnp.reshape(y, t.shape + y.shape[1:]), flat)
+        out = jtu.tree_map(lambda y: jnp.reshape(y, t.shape + y.shape[1:]), flat)
+        # after a terminal event the solution does not exist, as `ys` says
+        late = t > self.t_event
+        return jtu.tree_map(lambda y: jnp.where(
+            late.reshape(t.shape + (1,) * (y.ndim - t.ndim)), jnp.inf, y), out)
 
 
 def _resolve_solver(solver: Any) -> Any:
@@ -392,13 +414,127 @@ def _diffrax_nfe(solver: diffrax.AbstractSolver, stats: dict,
     return (tableau.num_stages - 1) * stats["num_steps"] + 1 + early_rejections
 
 
-def _diffrax_event(event, rtol, atol):
-    """`cond(t, y, args)` as a diffrax event, its time refined by Newton's method on
-    the solver's interpolant (optimistix: implicit derivatives of the event time)."""
+class _BooleanBisection(optx.Bisection):
+    """Bisection for a boolean condition (as ±1): done when the bracket is within
+    tolerance (the condition's value never gets small)."""
+
+    def terminate(self, fn, y, args, options, state, tags):
+        del fn, args, options, tags
+        scale = self.atol + self.rtol * jnp.abs(y)
+        return jnp.abs(state.lower - state.upper) < scale, optx.RESULTS.successful
+
+
+def _diffrax_event(event: Event, boolean: bool, t_start, s0, rtol, atol):
+    """The event as a diffrax event, its time refined on the solver's interpolant
+    by Newton's method (optimistix: implicit derivatives of the event time), or by
+    bisection for a boolean condition. At `t_start` the condition takes the sign
+    `s0` it has just after, so a zero there is no crossing."""
+    def cond_fn(t, y, args, **_):
+        c = signal(event, t, y, args)
+        return jnp.where(t <= t_start,
+                         s0 * jnp.maximum(jnp.abs(c), jnp.finfo(c.dtype).tiny), c)
+
+    direction = {0: None, 1: True, -1: False}[1 if boolean else event.direction]
+    finder = (_BooleanBisection(rtol=rtol, atol=atol) if boolean
+              else optx.Newton(rtol=rtol, atol=atol))
+    return diffrax.Event(cond_fn, root_finder=finder, direction=direction)
+
+
+class _Segment(eqx.Module):
+    """One diffrax solve from `t_start` to `ts[-1]`, ended by the event if one
+    happens: the states at `ts` (those before `t_start` meaningless), whether and
+    when the event happened, the state there, and the solve's statistics."""
+
+    ys: Any
+    happened: jax.Array
+    t_event: jax.Array
+    y_event: Any
+    stats: dict
+    result: Any
+    nonfinite: jax.Array
+    interpolation: Any
+
+
+def _segment(f, solver, ts, args, dt0, controller, adjoint, max_steps, progress,
+             dense, event, event_tol, t_start, y_start) -> _Segment:
+    adaptive = isinstance(solver, diffrax.AbstractAdaptiveSolver)
+    save = jnp.clip(ts, t_start, ts[-1])  # a continuation saves from its start on
+    if event is None:  # (BacksolveAdjoint takes no SaveAt(subs=...))
+        saveat = diffrax.SaveAt(ts=save, controller_state=adaptive, dense=dense)
+        diffrax_event = None
+    else:  # and the final time: the event's, when one happened
+        saveat = diffrax.SaveAt(
+            subs=[diffrax.SubSaveAt(ts=save), diffrax.SubSaveAt(t1=True)],
+            controller_state=adaptive, dense=dense)
+        boolean = is_boolean(event, t_start, y_start, args)
+        s0 = start_sign(event, f, t_start, y_start, args, event_tol[0])
+        diffrax_event = _diffrax_event(event, boolean, t_start, s0, *event_tol)
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(f), solver, t0=t_start, t1=ts[-1], dt0=dt0, y0=y_start,
+        args=args, saveat=saveat, stepsize_controller=controller, adjoint=adjoint,
+        event=diffrax_event, max_steps=max_steps, throw=False,
+        progress_meter=(diffrax.TqdmProgressMeter() if progress
+                        else diffrax.NoProgressMeter()))
+    stats = sol.stats
+    nfe = _diffrax_nfe(solver, stats, _CountingPID.early_rejections(
+        sol.controller_state) if adaptive else 0)
+    linear_algebra = _jacobians(solver, stats["num_steps"])
+    counts = _stats(stats["num_steps"], stats["num_accepted_steps"],
+                    stats["num_rejected_steps"], nfe, linear_algebra, linear_algebra)
+    nonfinite = (_CountingPID.saw_nonfinite(sol.controller_state) if adaptive
+                 else jnp.array(False))
     if event is None:
-        return None
-    return diffrax.Event(lambda t, y, args, **_: event(t, y, args),
-                         root_finder=optx.Newton(rtol=rtol, atol=atol))
+        inf = jnp.array(jnp.inf, ts.dtype)
+        return _Segment(sol.ys, jnp.array(False), inf, y_start, counts, sol.result,
+                        nonfinite, sol.interpolation)
+    happened = jnp.any(jnp.stack(jtu.tree_leaves(sol.event_mask)))
+    t_event = jnp.where(happened, sol.ts[1][-1], jnp.inf).astype(ts.dtype)
+    y_event = jtu.tree_map(lambda y: y[-1], sol.ys[1])
+    return _Segment(sol.ys[0], happened, t_event, y_event, counts, sol.result,
+                    nonfinite, sol.interpolation)
+
+
+def _event_segments(run, event, y0, ts, args):
+    """A solve with non-terminal events: up to `max_events` segments, each ended
+    by an event whose (reset) state starts the next. Returns the states at `ts`,
+    the event times (`inf`-padded), the statistics summed, the first failing
+    result, and whether a non-finite value was seen."""
+    inf_ys = jtu.tree_map(
+        lambda y: jnp.full((ts.shape[0],) + jnp.shape(y), jnp.inf, y.dtype), y0)
+
+    def one(carry, k):
+        t_start, y_start, ys, stats, result, nonfinite, done = carry
+        seg = run(t_start, y_start)
+        t_end = jnp.where(seg.happened, seg.t_event, ts[-1])
+        after_start = jnp.where(k == 0, ts >= t_start, ts > t_start)
+        mine = after_start & (ts <= t_end) & jnp.logical_not(done)
+        ys = jtu.tree_map(
+            lambda acc, new: jnp.where(mine.reshape((-1,) + (1,) * (new.ndim - 1)),
+                                       new, acc), ys, seg.ys)
+        happened = seg.happened & jnp.logical_not(done)
+        y_next = seg.y_event
+        if event.reset is not None:
+            y_next = event.reset(seg.t_event, seg.y_event, args)
+        y_next = jtu.tree_map(lambda a, b: jnp.where(happened, a, b).astype(b.dtype),
+                              y_next, seg.y_event)
+        ok_result = (seg.result == diffrax.RESULTS.successful) | (
+            seg.result == diffrax.RESULTS.event_occurred)
+        result = diffrax.RESULTS.where(
+            jnp.logical_not(done) & jnp.logical_not(ok_result)
+            & (result == diffrax.RESULTS.successful), seg.result, result)
+        stats = jtu.tree_map(  # -1: not reported by this solver
+            lambda a, b: jnp.where((a < 0) | (b < 0), -1, a + b), stats, seg.stats)
+        nonfinite = nonfinite | seg.nonfinite
+        t_next = jnp.where(happened, seg.t_event, ts[-1])
+        done = done | jnp.logical_not(happened) | jnp.logical_not(ok_result)
+        time = jnp.where(happened, seg.t_event, jnp.inf)
+        return (t_next, y_next, ys, stats, result, nonfinite, done), time
+
+    init = (ts[0], y0, inf_ys, _stats(0, 0, 0, 0), diffrax.RESULTS.successful,
+            jnp.array(False), jnp.array(False))
+    (_, _, ys, stats, result, nonfinite, _), times = jax.lax.scan(
+        one, init, jnp.arange(event.max_events))
+    return ys, times.astype(ts.dtype), stats, result, nonfinite
 
 
 @eqx.filter_jit
@@ -407,61 +543,34 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
     _check_vector_field(f, y0, ts, args)
     if isinstance(solver, AbstractRosenbrock) and solver.mass is not None:
         y0 = _check_consistent(f, solver.mass, y0, ts[0], args, rtol, atol)
-    adaptive = isinstance(solver, diffrax.AbstractAdaptiveSolver)
-    if adaptive:
-        coeffs = _controller_coefficients(solver)
-        controller = _CountingPID(diffrax.PIDController(rtol=rtol, atol=atol,
-                                                        **coeffs))
+    if isinstance(solver, diffrax.AbstractAdaptiveSolver):
+        controller = _CountingPID(diffrax.PIDController(
+            rtol=rtol, atol=atol, **_controller_coefficients(solver)))
     else:
         controller = diffrax.ConstantStepSize()
-    if event is None:  # (BacksolveAdjoint takes no SaveAt(subs=...))
-        saveat = diffrax.SaveAt(ts=ts, controller_state=adaptive, dense=dense)
-    else:  # and the final time: the event's, when one happened
-        saveat = diffrax.SaveAt(
-            subs=[diffrax.SubSaveAt(ts=ts), diffrax.SubSaveAt(t1=True)],
-            controller_state=adaptive, dense=dense)
-    sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(f),
-        solver,
-        t0=ts[0],
-        t1=ts[-1],
-        dt0=dt0,
-        y0=y0,
-        args=args,
-        saveat=saveat,
-        stepsize_controller=controller,
-        adjoint=adjoint,
-        event=_diffrax_event(event, *(event_tol or (None, None))),
-        max_steps=max_steps,
-        throw=False,
-        progress_meter=(
-            diffrax.TqdmProgressMeter() if progress else diffrax.NoProgressMeter()
-        ),
-    )
-    ok = ((sol.result == diffrax.RESULTS.successful)
-          | (sol.result == diffrax.RESULTS.event_occurred))
-    ys = sol.ys if event is None else sol.ys[0]
-    t_event = jnp.array(jnp.inf, ts.dtype)
-    if event is not None:
-        happened = jnp.any(jnp.stack(jtu.tree_leaves(sol.event_mask)))
-        t_event = jnp.where(happened, sol.ts[1][-1], jnp.inf).astype(ts.dtype)
+
+    def run(t_start, y_start):
+        return _segment(f, solver, ts, args, dt0, controller, adjoint, max_steps,
+                        progress, dense, event, event_tol, t_start, y_start)
+
+    interpolation = None
+    if event is None or event.terminal:
+        seg = run(ts[0], y0)
+        ys, stats, result, nonfinite = seg.ys, seg.stats, seg.result, seg.nonfinite
+        times, interpolation = seg.t_event[None], seg.interpolation
+    else:
+        ys, times, stats, result, nonfinite = _event_segments(run, event, y0, ts, args)
+    ok = ((result == diffrax.RESULTS.successful)
+          | (result == diffrax.RESULTS.event_occurred))
     if throw:
-        out_of_steps = sol.result == diffrax.RESULTS.max_steps_reached
-        nonfinite = (_CountingPID.saw_nonfinite(sol.controller_state)
-                     if adaptive else False)
+        out_of_steps = result == diffrax.RESULTS.max_steps_reached
         ys = eqx.error_if(ys, out_of_steps & nonfinite, _NONFINITE_ADAPTIVE_HINT)
         ys = eqx.error_if(ys, out_of_steps & jnp.logical_not(nonfinite),
                           _MAX_STEPS_STIFF_HINT if _is_stiff(solver) else
                           _MAX_STEPS_HINT)
-        ys = eqx.error_if(ys, sol.result == diffrax.RESULTS.singular, _SINGULAR_HINT)
+        ys = eqx.error_if(ys, result == diffrax.RESULTS.singular, _SINGULAR_HINT)
         ys = eqx.error_if(ys, jnp.logical_not(ok), _FAILED_HINT)
-    stats = sol.stats
-    nfe = _diffrax_nfe(solver, stats, _CountingPID.early_rejections(
-        sol.controller_state) if adaptive else 0)
-    linear_algebra = _jacobians(solver, stats["num_steps"])
-    return ys, ok, _stats(stats["num_steps"], stats["num_accepted_steps"],
-                          stats["num_rejected_steps"], nfe, linear_algebra,
-                          linear_algebra), t_event, sol.interpolation, sol.result
+    return ys, ok, stats, times, interpolation, result
 
 
 def _is_stiff(solver) -> bool:
@@ -647,6 +756,7 @@ def solve(
     check_positive("atol", atol)
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"`max_steps` must be a positive integer, got {max_steps!r}.")
+    event = as_event(event)
     _check_event_and_dense(event, dense, adjoint, y0, ts, args)
     if ts_host is None:
         ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0),
@@ -659,6 +769,11 @@ def solve(
         return Solution(ts, ys, _stats(0, 0, 0, 0), jnp.array(True))
 
     if isinstance(solver, AbstractStepper):
+        if event is not None and not event.terminal:
+            raise ValueError(
+                f"events that do not end the solve (terminal=False) need an adaptive "
+                f"solver ('tsit5', 'rodas5p', ...); the fixed-step solver "
+                f"{type(solver).__name__} locates only a terminal event.")
         if event is not None or dense:
             return _fixed_dense(f, solver, y0, ts, args, dt, substeps, adjoint, throw,
                                 ts_host, event, dense)
@@ -682,12 +797,12 @@ def solve(
         if event is not None:  # traced tolerances (under `ensemble`): 1e-10
             tol = min(float(rtol), float(atol)) if is_concrete((rtol, atol)) else 1e-10
             event_tol = (max(tol, 100 * float(jnp.finfo(ts.dtype).eps)),) * 2
-        ys, ok, stats, t_event, interp, result = _solve_adaptive(
+        ys, ok, stats, times, interp, result = _solve_adaptive(
             f, solver, y0, ts, args, dt0, jnp.asarray(rtol, ts.dtype),
             jnp.asarray(atol, ts.dtype), adjoint, max_steps, throw, progress,
             event, event_tol, dense,
         )
-        return Solution(ts, ys, stats, ok, t_event, interp, result)
+        return Solution(ts, ys, stats, ok, times[0], interp, result, times)
     return Solution(ts, ys, stats, ok, result=result_of(ok))
 
 
@@ -756,13 +871,15 @@ def _warn_float32_stiff(solver, dtype, rtol):
 
 
 def _check_event_and_dense(event, dense, adjoint, y0, ts, args):
-    """Trace-time checks of `event` (a callable returning a real or boolean scalar)
-    and `dense` (a bool), and of their combination with the adjoint."""
+    """Trace-time checks of `event` (an `Event`, whose condition returns a real or
+    boolean scalar and whose reset returns a state like `y0`) and `dense` (a bool),
+    and of their combination with the adjoint."""
     if not isinstance(dense, bool):
         raise ValueError(f"`dense` must be True or False, got {short(dense)}.")
-    if event is not None and not callable(event):
-        raise ValueError(f"`event` must be a function cond(t, y, args), got "
-                         f"{short(event)}.")
+    if event is not None and not event.terminal and dense:
+        raise ValueError(
+            "`dense=True` with an event that does not end the solve (terminal=False) "
+            "is not supported: save the times you need in `ts`.")
     if (event is not None or dense) and (
             adjoint == "backsolve" or isinstance(adjoint, diffrax.BacksolveAdjoint)):
         raise ValueError(
@@ -772,7 +889,10 @@ def _check_event_and_dense(event, dense, adjoint, y0, ts, args):
             "'direct'.")
     if event is None:
         return
-    out = _output_shape("event", event, ts[0], y0, args)
+    if event.reset is not None:
+        out = _output_shape("reset", event.reset, ts[0], y0, args)
+        check_same_structure("reset", out, jax.eval_shape(lambda y: y, y0), "y0")
+    out = _output_shape("event", event.cond, ts[0], y0, args)
     if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != () or not (
             jnp.issubdtype(out.dtype, jnp.floating) or out.dtype == jnp.bool_):
         got = (f"{out.dtype}{list(out.shape)}" if isinstance(out, jax.ShapeDtypeStruct)
@@ -791,10 +911,11 @@ def _fixed_dense_program(f, solver, y0, grid, index, ts, args, adjoint, throw, e
     ys = jtu.tree_map(lambda y: y[index], sol.ys)
     t_event = jnp.array(jnp.inf, ts.dtype)
     if event is not None:
-        t_event, _ = locate_event(event, interp, args)
+        t_event, _ = locate_event(event, f, interp, args)
         ys = after_event(ys, ts, t_event)
-    return Solution(ts, ys, sol.stats, sol.ok, t_event.astype(ts.dtype),
-                    interp if dense else None, sol.result)
+    t_event = t_event.astype(ts.dtype)
+    return Solution(ts, ys, sol.stats, sol.ok, t_event, interp if dense else None,
+                    sol.result, t_event[None])
 
 
 def _fixed_dense(f, solver, y0, ts, args, dt, substeps, adjoint, throw, ts_host,

@@ -184,3 +184,109 @@ def test_ensemble_reports_each_members_event_time():
     assert np.isinf(fixed.t_event[3])
     with pytest.raises(ValueError, match="`dense=True` is not available from"):
         jo.ensemble(fall, y0s, jnp.linspace(0.0, 5.0, 6), G, dense=True)
+
+
+# ------------------------------------------------ jo.Event: direction, booleans, resets
+
+RESTITUTION = 0.8
+
+
+def _bounce_times(h, n):
+    """The analytic bounce times of a ball dropped from `h`, restitution 0.8."""
+    v = np.sqrt(2 * G * h)
+    times = [np.sqrt(2 * h / G)]
+    for _ in range(n - 1):
+        v *= RESTITUTION
+        times.append(times[-1] + 2 * v / G)
+    return np.array(times)
+
+
+BOUNCE = jo.Event(ground, direction=-1, terminal=False, max_events=10,
+                  reset=lambda t, y, g: jnp.stack([jnp.zeros_like(y[0]),
+                                                   -RESTITUTION * y[1]]))
+
+
+def _bounces(h, **kw):
+    return jo.solve(fall, jnp.stack([h, jnp.zeros_like(h)]), jnp.linspace(0.0, 30.0, 31),
+                    G, event=BOUNCE, rtol=1e-10, atol=1e-10, max_steps=20_000, **kw)
+
+
+def test_ten_bounces_for_100_heights_under_vmap_and_the_fifth_ones_gradient():
+    """A ball dropped from 100 heights, restitution 0.8: the bounce times of each (up
+    to ten, before t = 30), in one vmapped solve, against the analytic sequence; the states between bounces
+    follow the parabolas, and after the tenth (the last event kept) are inf. The
+    gradient of the fifth bounce time against central differences."""
+    times = jax.vmap(lambda h: _bounces(h).event_times)(jnp.asarray(HEIGHTS))
+    exact = np.stack([_bounce_times(h, 10) for h in HEIGHTS])
+    exact[exact > 30.0] = np.inf  # the highest drops bounce fewer times by t = 30
+    assert np.isinf(exact).any() and np.isfinite(exact).all(axis=1).any()
+    np.testing.assert_allclose(times, exact, rtol=0, atol=1e-8)
+    sol = _bounces(jnp.asarray(20.0))
+    assert int(sol.event_count) == 10 and bool(sol.ok)
+    t = np.asarray(sol.ts)
+    first = t < exact[19, 0]
+    np.testing.assert_allclose(sol.ys[first, 0], 20.0 - G * t[first] ** 2 / 2, atol=1e-8)
+    between = (t > exact[19, 0]) & (t < exact[19, 1])
+    v = RESTITUTION * np.sqrt(2 * G * 20.0)
+    s = t[between] - exact[19, 0]
+    np.testing.assert_allclose(sol.ys[between, 0], v * s - G * s ** 2 / 2, atol=1e-8)
+    assert np.all(np.isinf(np.asarray(sol.ys)[t > exact[19, 9]]))
+    fifth = jax.jit(lambda h: _bounces(h).event_times[4])
+    fd = (fifth(20.0 + 1e-4) - fifth(20.0 - 1e-4)) / 2e-4
+    np.testing.assert_allclose(jax.grad(fifth)(20.0), fd, rtol=1e-6)
+
+
+@pytest.mark.parametrize("solver, kw, tol", [
+    ("tsit5", dict(rtol=1e-10, atol=1e-10), 1e-9),
+    ("rk4", dict(dt=1e-3), 1e-6),
+])
+def test_thrown_from_the_ground_lands_at_2v_over_g(solver, kw, tol):
+    """The condition is zero at t0 (the ball starts on the ground): that is no
+    event, either way round; with direction=-1 the landing is the only crossing."""
+    y0, ts = jnp.array([0.0, 10.0]), jnp.linspace(0.0, 5.0, 11)
+    for direction in (0, -1):
+        sol = jo.solve(fall, y0, ts, G, solver=solver,
+                       event=jo.Event(ground, direction=direction), **kw)
+        np.testing.assert_allclose(sol.t_event, 20.0 / G, rtol=0, atol=tol)
+    rising = jo.solve(fall, y0, ts, G, solver=solver,
+                      event=jo.Event(lambda t, y, g: y[0] - 1.0, direction=1), **kw)
+    t_up = (10.0 - np.sqrt(100.0 - 2 * G)) / G  # the first time at 1 m, going up
+    np.testing.assert_allclose(rising.t_event, t_up, rtol=0, atol=tol)
+
+
+@pytest.mark.parametrize("solver, kw", [
+    ("tsit5", dict(rtol=1e-10, atol=1e-10)),
+    ("rk4", dict(dt=1e-3)),
+])
+def test_boolean_condition_is_located_by_bisection(solver, kw):
+    """`y[0] < 0` for a ball dropped from 20 m: the time it becomes True, to 1e-8
+    (it was the end of the step, or a crash on fixed steps)."""
+    sol = jo.solve(fall, jnp.array([20.0, 0.0]), jnp.linspace(0.0, 5.0, 11), G,
+                   solver=solver, event=lambda t, y, g: y[0] < 0, **kw)
+    np.testing.assert_allclose(sol.t_event, np.sqrt(40.0 / G), rtol=0, atol=1e-8)
+
+
+def test_evaluate_after_a_terminal_event_is_inf_as_ys():
+    sol = jo.solve(fall, jnp.array([20.0, 0.0]), jnp.linspace(0.0, 5.0, 11), G,
+                   event=ground, dense=True)
+    out = np.asarray(sol.evaluate(jnp.array([1.0, 3.0])))
+    np.testing.assert_allclose(out[0], [20.0 - G / 2, -G], rtol=1e-6)
+    assert np.all(np.isinf(out[1]))
+    assert int(sol.event_count) == 1 and sol.event_times.shape == (1,)
+
+
+def test_bad_event_objects_get_clear_errors():
+    y0, ts = jnp.array([20.0, 0.0]), jnp.linspace(0.0, 5.0, 3)
+    with pytest.raises(ValueError, match=r"`direction` must be -1, 0 or 1, got 2"):
+        jo.Event(ground, direction=2)
+    with pytest.raises(ValueError, match="`reset` and `max_events` are for events"):
+        jo.Event(ground, reset=lambda t, y, g: y)
+    with pytest.raises(ValueError, match="`max_events` must be a positive integer"):
+        jo.Event(ground, terminal=False, max_events=0)
+    with pytest.raises(ValueError, match=r"`reset` returned"):
+        jo.solve(fall, y0, ts, G, event=jo.Event(
+            ground, terminal=False, reset=lambda t, y, g: y[:1]))
+    with pytest.raises(ValueError, match="terminal=False.*need an adaptive solver"):
+        jo.solve(fall, y0, ts, G, solver="rk4", event=BOUNCE)
+    with pytest.raises(ValueError, match="`dense=True` with an event that does not"):
+        jo.solve(fall, y0, ts, G, event=BOUNCE, dense=True)
