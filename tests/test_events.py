@@ -242,16 +242,24 @@ def test_ten_bounces_for_100_heights_under_vmap_and_the_fifth_ones_gradient():
 ])
 def test_thrown_from_the_ground_lands_at_2v_over_g(solver, kw, tol):
     """The condition is zero at t0 (the ball starts on the ground): that is no
-    event, either way round; with direction=-1 the landing is the only crossing."""
+    event, either way round, so the landing is found. A height of 1 m is crossed
+    going up, then going down: `direction` picks which."""
     y0, ts = jnp.array([0.0, 10.0]), jnp.linspace(0.0, 5.0, 11)
     for direction in (0, -1):
         sol = jo.solve(fall, y0, ts, G, solver=solver,
                        event=jo.Event(ground, direction=direction), **kw)
         np.testing.assert_allclose(sol.t_event, 20.0 / G, rtol=0, atol=tol)
-    rising = jo.solve(fall, y0, ts, G, solver=solver,
-                      event=jo.Event(lambda t, y, g: y[0] - 1.0, direction=1), **kw)
-    t_up = (10.0 - np.sqrt(100.0 - 2 * G)) / G  # the first time at 1 m, going up
-    np.testing.assert_allclose(rising.t_event, t_up, rtol=0, atol=tol)
+    one_metre = lambda t, y, g: y[0] - 1.0  # noqa: E731  crossed going up, then down
+    root = np.sqrt(100.0 - 2 * G)
+    for direction, expected in ((1, (10.0 - root) / G), (-1, (10.0 + root) / G),
+                                (0, (10.0 - root) / G)):
+        sol = jo.solve(fall, y0, ts, G, solver=solver,
+                       event=jo.Event(one_metre, direction=direction), **kw)
+        np.testing.assert_allclose(sol.t_event, expected, rtol=0, atol=tol)
+    # zero at t0 and going down (into a pit): still no event at t0, and none after
+    pit = jo.solve(fall, jnp.array([0.0, -1.0]), ts, G, solver=solver, event=ground,
+                   **kw)
+    assert np.isinf(pit.t_event) and np.all(np.isfinite(np.asarray(pit.ys)))
 
 
 @pytest.mark.parametrize("solver, kw", [
