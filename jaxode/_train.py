@@ -50,7 +50,12 @@ def _data_size(data) -> int:
         raise ValueError(
             "every array in `data` needs the same leading (sample) axis; got shapes "
             f"{[tuple(jnp.shape(x)) for x in leaves]}.")
-    return sizes.pop()
+    n = sizes.pop()
+    if n == 0:
+        raise ValueError(
+            "`data` is empty: its arrays have 0 samples along the leading axis "
+            f"(shapes {[tuple(jnp.shape(x)) for x in leaves]}).")
+    return n
 
 
 def _batch_indices(key, step, n, batch_size):

@@ -1,9 +1,11 @@
 """The `jaxode` command: `jaxode demo NAME`, `jaxode bench [NAME|all]`."""
 
 import argparse
+import ast
 import datetime
 import importlib
 import importlib.metadata
+import importlib.util
 import os
 import platform
 import subprocess
@@ -74,12 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("name", metavar="NAME", nargs="?",
                       help=f"one of: {', '.join(DEMOS)}")
-    demo.add_argument("--out", type=Path, default=Path("out"),
-                      help="directory for the figures, created if missing "
-                      "(default: ./out)")
-    demo.add_argument("--quick", action="store_true",
-                      help="a short run (fewer steps and smaller sizes), well under "
-                      "a minute")
+    _demo_options(demo)
 
     bench = sub.add_parser(
         "bench",
@@ -108,6 +105,27 @@ def _parser() -> argparse.ArgumentParser:
                        help="the benchmarks directory (default: benchmarks/ of "
                        "the source tree jaxode is installed from)")
     return parser
+
+
+def _demo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("out"),
+                        help="directory for the figures, created if missing "
+                        "(default: ./out)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run (fewer steps and smaller sizes), well under "
+                        "a minute")
+
+
+def _demo_help(name: str) -> str:
+    """The help of one demo: its module's docstring (read without importing it, so
+    it shows in an install without the demos' extras) and its options."""
+    spec = importlib.util.find_spec(f"jaxode.demos.{DEMOS[name][0]}")
+    doc = ast.get_docstring(ast.parse(Path(spec.origin).read_text(encoding="utf-8")))
+    parser = argparse.ArgumentParser(
+        prog=f"jaxode demo {name}", description=doc or DEMOS[name][1],
+        epilog=f"example: jaxode demo {name} --quick --out figures")
+    _demo_options(parser)
+    return parser.format_help()
 
 
 def _fail(message: str) -> int:
@@ -287,6 +305,11 @@ def _write_readme_table(readme: Path, rows: list[str], status: dict,
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if (len(argv) >= 2 and argv[0] == "demo" and argv[1] in DEMOS
+            and {"-h", "--help"} & set(argv[2:])):
+        print(_demo_help(argv[1]))
+        return 0
     parser = _parser()
     ns = parser.parse_args(argv)
     if ns.command is None:
@@ -300,7 +323,10 @@ def main(argv: list[str] | None = None) -> int:
                          f"{', '.join(DEMOS)} (try `jaxode demo simulate --quick`)")
         if ns.name not in DEMOS:
             return _fail(f"unknown demo {ns.name!r}; valid demos: {', '.join(DEMOS)}")
-        module = importlib.import_module(f"jaxode.demos.{DEMOS[ns.name][0]}")
+        try:
+            module = importlib.import_module(f"jaxode.demos.{DEMOS[ns.name][0]}")
+        except ImportError as e:  # an install without the extras: its message says
+            return _fail(str(e))
         ns.out.mkdir(parents=True, exist_ok=True)
         results = module.run(out=ns.out, quick=ns.quick) or {}
         missed = [t for t in results.get("targets", []) if not t.met]

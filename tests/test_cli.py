@@ -40,6 +40,14 @@ def test_help(argv, capsys):
         assert "RESULTS.md" in text and "--quick" in text and "all" in text
 
 
+def test_each_demo_has_its_own_help(capsys):
+    for name in ("flu", "odenet"):
+        assert cli.main(["demo", name, "--help"]) == 0
+        text = capsys.readouterr().out
+        assert f"usage: jaxode demo {name}" in text and "--quick" in text
+    assert "influenza" in cli._demo_help("flu") and "ODE-Net" in cli._demo_help("odenet")
+
+
 def test_unknown_demo_lists_valid_names(capsys):
     assert cli.main(["demo", "nope"]) == 2
     err = capsys.readouterr().err.strip()

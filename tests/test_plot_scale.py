@@ -71,9 +71,19 @@ def test_core_runs_without_the_extras_and_each_extra_names_its_install():
         ".ys[-1, 0])\n"
         "for call in ('import jaxode.plot', 'import jaxode.data; jaxode.data.digits()'):\n"
         "    try:\n        exec(call)\n        print('=== no error from', call)\n"
-        "    except ImportError as e:\n        print('===', e)\n")
+        "    except ImportError as e:\n        print('===', e)\n"
+        # the command line: a demo names the extra in one line, no traceback
+        "import contextlib, io, tempfile; from jaxode import cli\n"
+        "err = io.StringIO()\n"
+        "with contextlib.redirect_stderr(err):\n"
+        "    code = cli.main(['demo', 'simulate', '--quick', '--out',"
+        " tempfile.mkdtemp()])\n"
+        "print('===', code, err.getvalue())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split("===")
     assert abs(float(out[0]) - 0.36788) < 1e-3
     assert "pip install 'jaxode[plot]'" in out[1], out
     assert "pip install 'jaxode[data]'" in out[2], out
+    status, message = out[3].strip().split(" ", 1)
+    assert status == "2" and message.startswith("jaxode: error:"), out[3]
+    assert "jaxode[plot]" in message and "Traceback" not in message

@@ -219,6 +219,8 @@ def test_bad_arguments_and_nan_loss(regression):
         jo.train(_model(), _mse, (x, y), steps=2, batch_size=8, **kw)
     with pytest.raises(ValueError, match="leading"):
         jo.train(_model(), _mse, (x, y[:10]), steps=2, **kw)
+    with pytest.raises(ValueError, match=r"`data` is empty.*0 samples"):
+        jo.train(_model(), _mse, (x[:0], y[:0]), steps=2, **kw)
     with pytest.raises(ValueError, match="`devices` must hold jax devices"):
         jo.train(_model(), _mse, (x, y), steps=2, devices=["cpu:0"], **kw)
     with pytest.raises(ValueError, match="clip_norm"):
