@@ -42,16 +42,13 @@ from ._dense import (
 )
 from ._fixed import plan_grid, solve_even, solve_steps, step_list
 from ._rosenbrock import AbstractRosenbrock, Rodas5, Rodas5P, Rosenbrock23
-from ._solvers import RK4, AbstractStepper, Euler, Heun, Midpoint
+from ._solvers import STEPPERS, AbstractStepper
 from ._types import Args, VectorField, Y
 
 __all__ = ["solve", "Solution", "SOLVERS", "ADJOINTS"]
 
 SOLVERS: dict[str, Callable[[], Any]] = {
-    "euler": Euler,
-    "midpoint": Midpoint,
-    "heun": Heun,
-    "rk4": RK4,
+    **STEPPERS,
     "tsit5": diffrax.Tsit5,
     "dopri5": diffrax.Dopri5,
     "dopri8": diffrax.Dopri8,

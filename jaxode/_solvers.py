@@ -11,8 +11,11 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
 import jax.tree_util as jtu
+import numpy as np
 
+from ._errors import check_same_structure, is_concrete, short
 from ._types import Args, RealScalarLike, VectorField, Y
 
 __all__ = ["ButcherTableau", "AbstractStepper", "Euler", "Midpoint", "Heun", "RK4",
@@ -142,22 +145,59 @@ class ODECell(eqx.Module):
 
     - `f`: vector field `f(t, y, args)`; may be an equinox module with trainable
       weights (then the cell is a learned recurrence).
-    - `solver`: a fixed-step stepper, `RK4()` by default.
-    - `dt`: the step size.
+    - `solver`: a fixed-step stepper or its name (`"euler"`, `"midpoint"`,
+      `"heun"`, `"rk4"`), `RK4()` by default. An adaptive solver chooses its own
+      steps, so it cannot be a cell: use `jaxode.solve` for it.
+    - `dt`: the step size, finite and > 0.
     - `args`: passed to `f`. When the cell is driven with inputs (`x` not None),
       `x` is passed as `args` instead: a forcing term, the RNN's input sequence.
 
     Run it with `jaxode.scan(cell, (t0, y0), xs)` or `jaxode.scan(cell, (t0, y0),
     None, length=n)`.
+
+    **Raises:** `ValueError` for an unknown or adaptive solver, a `dt` that is not
+    finite and positive (concrete values), and, when the cell is first traced, a
+    field whose output differs from the state in structure, shape or dtype.
     """
 
     f: Callable[..., Any]
-    solver: AbstractStepper = RK4()
-    dt: float = 0.1
-    args: Args = None
+    solver: AbstractStepper
+    dt: float
+    args: Args
+
+    def __init__(self, f, solver=None, dt=0.1, args=None):
+        if not callable(f):
+            raise ValueError(f"`f` must be a function f(t, y, args), got {short(f)}.")
+        self.f = f
+        self.solver = stepper(RK4() if solver is None else solver)
+        if is_concrete(dt):
+            value = np.asarray(dt)
+            if value.ndim or not np.isfinite(value) or value <= 0:
+                raise ValueError(f"`dt` must be a finite number > 0, got {short(dt)}.")
+        self.dt = dt
+        self.args = args
 
     def __call__(self, carry: tuple[RealScalarLike, Y], x: Any = None):
         t, y = carry
         args = self.args if x is None else x
+        out = eqx.filter_eval_shape(lambda t, y, a: self.f(t, y, a), t, y, args)
+        check_same_structure("f", out, jax.eval_shape(lambda y: y, y), "y")
         y_next = self.solver.step(self.f, t, y, self.dt, args)
         return (t + self.dt, y_next), y_next
+
+
+STEPPERS: dict[str, type[AbstractStepper]] = {
+    "euler": Euler, "midpoint": Midpoint, "heun": Heun, "rk4": RK4}
+
+
+def stepper(solver: Any) -> AbstractStepper:
+    """A fixed-step stepper from itself or its name."""
+    if isinstance(solver, AbstractStepper):
+        return solver
+    if isinstance(solver, str) and solver.lower() in STEPPERS:
+        return STEPPERS[solver.lower()]()
+    raise ValueError(
+        f"`solver`={short(solver)} is not a fixed-step stepper: an ODECell takes one "
+        f"step of `dt` per call, so it needs one of {', '.join(STEPPERS)} (or "
+        "jaxode.Euler(), ...); an adaptive solver chooses its own steps: use "
+        "jaxode.solve for it.")

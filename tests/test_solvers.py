@@ -77,6 +77,25 @@ def test_odecell_passes_inputs_as_args():
     assert abs(float(y) - y_ref) < 1e-13
 
 
+def test_odecell_checks_its_inputs():
+    """A stepper's name works as in `solve`; an adaptive solver, a `dt` that is not
+    finite and positive, and a field of the wrong shape get clear errors (they were
+    an AttributeError, silently accepted, and a broadcasting error)."""
+    cell = jo.ODECell(lambda t, y, a: -y, solver="rk4", dt=0.1)
+    assert isinstance(cell.solver, jo.RK4)
+    _, ys = jo.scan(cell, (0.0, jnp.ones(2)), None, length=3)
+    np.testing.assert_allclose(ys[-1], np.exp(-0.3), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`solver`='tsit5' is not a fixed-step.*"
+                                         r"jaxode.solve"):
+        jo.ODECell(lambda t, y, a: -y, solver="tsit5")
+    for dt in (0, -0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"`dt` must be a finite number > 0"):
+            jo.ODECell(lambda t, y, a: -y, dt=dt)
+    wrong = jo.ODECell(lambda t, y, a: jnp.ones(3), solver="euler")
+    with pytest.raises(ValueError, match=r"`f` returned .*\[3\] but y is .*\[2\]"):
+        jo.scan(wrong, (0.0, jnp.ones(2)), None, length=2)
+
+
 def test_step_works_on_pytrees():
     f = lambda t, y, args: {"p": y["q"], "q": -y["p"]}  # noqa: E731
     y = {"p": jnp.array(1.0), "q": jnp.array(0.0)}
