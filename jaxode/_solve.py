@@ -662,8 +662,10 @@ def solve(
 
     - `f`: vector field `f(t, y, args) -> dy/dt`, same pytree, shapes and dtypes
       as `y0`.
-    - `y0`: initial state, any pytree of arrays; integer values are promoted to
-      floating point.
+    - `y0`: initial state, any pytree of arrays (a list of numbers is one array);
+      integer values are promoted to floating point, and every leaf to the wider of
+      its float type and that of `ts` (float32 `y0` with float64 `ts` solves in
+      float64), for fixed and adaptive steps alike.
     - `ts`: 1-D, strictly increasing save times; the solve runs from `ts[0]` to
       `ts[-1]`.
     - `args`: passed to `f` unchanged.
@@ -683,7 +685,8 @@ def solve(
     - `substeps`: fixed-step solvers: exactly `k` equal steps in every interval of
       `ts`. The static alternative to `dt` when `ts` is traced (a jitted loss that
       takes `ts` as an argument).
-    - `rtol`, `atol`: tolerances of the PID step-size controller (adaptive only).
+    - `rtol`, `atol`: tolerances of the PID step-size controller (adaptive only):
+      numbers, or for an array state one per component (broadcasting to its shape).
     - `adjoint`: how gradients are computed: `"recursive"` (checkpointed backprop
       through the solver, default; memory grows like √steps for fixed steps),
       `"backsolve"` (the continuous adjoint of Chen et al. 2018: memory independent
@@ -742,9 +745,17 @@ def solve(
     if ts_host is not None:  # the values as the solve holds them (float32 rounding)
         ts_host = ts_host.astype(ts.dtype).astype(np.float64)
     check_times("ts", ts if ts_host is None else ts_host)
+    if isinstance(y0, list) and all(isinstance(leaf, (int, float, np.number))
+                                    for leaf in jtu.tree_leaves(y0)):
+        y0 = np.asarray(y0)  # a list of numbers is one state vector
     check_numeric("y0", y0)
-    y0 = jtu.tree_map(_as_float, y0)
+    # the state takes the wider of its own and the times' float types (as diffrax
+    # does), for fixed and adaptive steps alike
+    y0 = jtu.tree_map(lambda y: _as_float(y).astype(
+        jnp.promote_types(_as_float(y).dtype, ts.dtype)), y0)
     check_finite("y0", y0)
+    _check_tolerance("rtol", rtol, y0)
+    _check_tolerance("atol", atol, y0)
     _check_jac_and_mass(solver, y0, ts, args)
     check_finite("args", jtu.tree_map(
         lambda a: a if eqx.is_array_like(a) else None, args))
@@ -801,6 +812,25 @@ def solve(
         )
         return Solution(ts, ys, stats, ok, times[0], interp, result, times)
     return Solution(ts, ys, stats, ok, result=result_of(ok))
+
+
+def _check_tolerance(name: str, tol, y0) -> None:
+    """A tolerance is a scalar, or (for an array state) an array that broadcasts to
+    the state's shape: one per component."""
+    shape = np.shape(tol)
+    if shape == ():
+        return
+    state = jnp.shape(y0) if isinstance(y0, (jax.Array, np.ndarray)) else None
+    if state is not None:
+        try:
+            if np.broadcast_shapes(shape, state) == state:
+                return
+        except ValueError:
+            pass
+    raise ValueError(
+        f"`{name}` must be a number or one per component of `y0` (shape "
+        f"{state if state is not None else 'of a pytree: use a number'}), got shape "
+        f"{shape}: {short(tol)}.")
 
 
 def _with_jac_and_mass(solver, jac, mass, adjoint):

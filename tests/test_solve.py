@@ -295,6 +295,26 @@ def test_traced_non_increasing_ts_raises_at_run_time():
         run(jnp.array([0.0, 2.0, 1.0]))
 
 
+def test_lists_tolerances_and_mixed_dtypes():
+    """`y0` as a list of numbers is one state; a per-component `atol` of the wrong
+    length is named; float32 `y0` with float64 `ts` solves in float64 with fixed
+    steps as with adaptive ones (it was a `lax.scan` carry-type error)."""
+    f = lambda t, y, a: -y  # noqa: E731
+    ts = jnp.linspace(0.0, 1.0, 3)
+    np.testing.assert_allclose(jo.solve(f, [1.0, 2.0], ts).ys[-1],
+                               np.exp(-1.0) * np.array([1.0, 2.0]), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"`atol` must be a number or one per "
+                                         r"component of `y0` \(shape \(2,\)\), got "
+                                         r"shape \(3,\)"):
+        jo.solve(f, jnp.ones(2), ts, atol=[1e-6, 1e-6, 1e-6])
+    per_component = jo.solve(f, jnp.ones(2), ts, atol=[1e-6, 1e-8])
+    assert bool(per_component.ok)
+    for solver in ("rk4", "tsit5"):
+        sol = jo.solve(f, jnp.ones(2, jnp.float32), ts, solver=solver)
+        assert sol.ys.dtype == jnp.float64
+        np.testing.assert_allclose(sol.ys[-1], np.exp(-1.0), rtol=1e-5)
+
+
 def test_max_steps_exhausted():
     stiff = lambda t, y, a: -1e5 * (y - jnp.cos(t))  # noqa: E731
     ts = jnp.linspace(0.0, 1.0, 5)
