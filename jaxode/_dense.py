@@ -139,7 +139,8 @@ class HermiteInterpolation(eqx.Module):
         ts = self.ts
         i = jnp.clip(jnp.searchsorted(ts, t, side="right") - 1, 0, ts.shape[0] - 2)
         h = ts[i + 1] - ts[i]
-        s = (t - ts[i]) / h
+        # a zero-length interval (a continuation's grid starts with them) is a point
+        s = jnp.where(h > 0, (t - ts[i]) / jnp.where(h > 0, h, 1), 0)
         s2, s3 = s * s, s * s * s
         w_y0, w_f0 = 2 * s3 - 3 * s2 + 1, (s3 - 2 * s2 + s) * h
         w_y1, w_f1 = 3 * s2 - 2 * s3, (s3 - s2) * h
@@ -182,14 +183,15 @@ def locate_event(event: Event, f, interp: HermiteInterpolation, args):
     """The first time where the event's condition crosses zero (in its direction)
     along the grid of `interp`, refined to a root on the step's interpolant (Newton;
     bisection for a boolean condition); `inf` when it never does. A condition zero
-    at the first time takes the sign of its rate there. Returns
-    `(t_event, happened)`."""
+    at the first time takes the sign of its rate there (so do the grid's repeats
+    of that time, where a continuation starts). Returns `(t_event, happened)`."""
     ts = interp.ts
     tol = 100 * float(jnp.finfo(ts.dtype).eps)  # Newton converges quadratically
     g = jax.vmap(lambda t, y: signal(event, t, y, args))(ts, interp.ys)
     y_first = jtu.tree_map(lambda y: y[0], interp.ys)
-    g = g.at[0].set(start_sign(event, f, ts[0], y_first, args, tol)
-                    * jnp.maximum(jnp.abs(g[0]), jnp.finfo(g.dtype).tiny))
+    s0 = start_sign(event, f, ts[0], y_first, args, tol)
+    g = jnp.where(ts <= ts[0], s0 * jnp.maximum(jnp.abs(g), jnp.finfo(g.dtype).tiny),
+                  g)
     boolean = is_boolean(event, ts[0], y_first, args)
     change = crossed(1 if boolean else event.direction, g[:-1], g[1:])
     happened = jnp.any(change)

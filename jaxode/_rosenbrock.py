@@ -314,7 +314,22 @@ class _RosenbrockInterpolation(diffrax.AbstractLocalInterpolation):
         return jtu.tree_map(leaf, self.y0, self.y1, self.K)
 
 
-class AbstractRosenbrock(diffrax.AbstractAdaptiveSolver):
+class _LinearlyImplicit(diffrax.AbstractAdaptiveSolver):
+    """What every Rosenbrock method here shares: any diffrax term (the user's ODE,
+    or the adjoint system of `adjoint="backsolve"`), an optional analytic `jac`,
+    no state between steps."""
+
+    term_structure: ClassVar = diffrax.AbstractTerm
+    jac: Callable | None = None
+
+    def init(self, terms, t0, t1, y0, args):
+        return None
+
+    def func(self, terms, t0, y0, args):
+        return terms.vf(t0, y0, args)
+
+
+class AbstractRosenbrock(_LinearlyImplicit):
     """A stiffly accurate Rosenbrock–Wanner method given by its `tableau`.
 
     **Arguments:**
@@ -327,10 +342,8 @@ class AbstractRosenbrock(diffrax.AbstractAdaptiveSolver):
     """
 
     tableau: ClassVar[RosenbrockTableau]
-    term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar[Callable[..., _RosenbrockInterpolation]] = (
         _RosenbrockInterpolation)
-    jac: Callable | None = None
     mass: Any = None
 
     def order(self, terms):
@@ -338,12 +351,6 @@ class AbstractRosenbrock(diffrax.AbstractAdaptiveSolver):
 
     def error_order(self, terms):
         return self.tableau.order  # the embedded solution has order p - 1
-
-    def init(self, terms, t0, t1, y0, args):
-        return None
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
@@ -434,7 +441,7 @@ class _Rosenbrock23Interpolation(diffrax.AbstractLocalInterpolation):
                             self.y0, self.k1, self.k2)
 
 
-class Rosenbrock23(diffrax.AbstractAdaptiveSolver):
+class Rosenbrock23(_LinearlyImplicit):
     """Shampine's L-stable Rosenbrock method of order 2 with an order-3 error
     estimate (MATLAB's `ode23s`; "The MATLAB ODE suite", SIAM J. Sci. Comput. 18,
     1997): for stiff problems at moderate tolerances (`rtol` 1e-3 ... 1e-6).
@@ -452,22 +459,14 @@ class Rosenbrock23(diffrax.AbstractAdaptiveSolver):
     `y(t + s h) = y + h (s(1−s) k1 + s(s−2d) k2) / (1 − 2d)`.
     """
 
-    term_structure: ClassVar = diffrax.AbstractTerm
     interpolation_cls: ClassVar[Callable[..., _Rosenbrock23Interpolation]] = (
         _Rosenbrock23Interpolation)
-    jac: Callable | None = None
 
     def order(self, terms):
         return 2
 
     def error_order(self, terms):
         return 3
-
-    def init(self, terms, t0, t1, y0, args):
-        return None
-
-    def func(self, terms, t0, y0, args):
-        return terms.vf(t0, y0, args)
 
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump

@@ -463,9 +463,10 @@ class _Segment(eqx.Module):
 
 
 def _segment(f, solver, ts, args, dt0, controller, adjoint, max_steps, progress,
-             dense, event, event_tol, t_start, y_start) -> _Segment:
+             dense, event, event_tol, t_start, y_start, whole=True) -> _Segment:
     adaptive = isinstance(solver, diffrax.AbstractAdaptiveSolver)
-    save = jnp.clip(ts, t_start, ts[-1])  # a continuation saves from its start on
+    # a continuation (not `whole`) saves from its start on
+    save = ts if whole else jnp.clip(ts, t_start, ts[-1])
     if event is None:  # (BacksolveAdjoint takes no SaveAt(subs=...))
         saveat = diffrax.SaveAt(ts=save, controller_state=adaptive, dense=dense)
         diffrax_event = None
@@ -556,13 +557,13 @@ def _solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps
     else:
         controller = diffrax.ConstantStepSize()
 
-    def run(t_start, y_start):
+    def run(t_start, y_start, whole=False):
         return _segment(f, solver, ts, args, dt0, controller, adjoint, max_steps,
-                        progress, dense, event, event_tol, t_start, y_start)
+                        progress, dense, event, event_tol, t_start, y_start, whole)
 
     interpolation = None
     if event is None or event.terminal:
-        seg = run(ts[0], y0)
+        seg = run(ts[0], y0, whole=True)
         ys, stats, result, nonfinite = seg.ys, seg.stats, seg.result, seg.nonfinite
         times, interpolation = seg.t_event[None], seg.interpolation
     else:
@@ -789,11 +790,6 @@ def solve(
         return Solution(ts, ys, _stats(0, 0, 0, 0), jnp.array(True))
 
     if isinstance(solver, AbstractStepper):
-        if event is not None and not event.terminal:
-            raise ValueError(
-                f"events that do not end the solve (terminal=False) need an adaptive "
-                f"solver ('tsit5', 'rodas5p', ...); the fixed-step solver "
-                f"{type(solver).__name__} locates only a terminal event.")
         if event is not None or dense:
             return _fixed_dense(f, solver, y0, ts, args, dt, substeps, adjoint, throw,
                                 ts_host, event, dense)
@@ -957,12 +953,52 @@ def _fixed_dense_program(f, solver, y0, grid, index, ts, args, adjoint, throw, e
                     sol.result, t_event[None])
 
 
+def _fixed_segment(f, solver, ts, grid, index, args, adjoint, event, t_start,
+                   y_start) -> _Segment:
+    """One continuation of a fixed-step solve with events: the steps of `grid`
+    after `t_start` (the first one cut short there; the earlier ones of length zero,
+    which change nothing), ended by the event if it happens."""
+    grid = jnp.maximum(grid, t_start)
+    states, _, ok = solve_even(f, solver, y_start, grid, args, 1, None,
+                               _fixed_adjoint(adjoint))
+    ys = jtu.tree_map(lambda a, b: jnp.concatenate([a[None], b]), y_start, states)
+    interp = HermiteInterpolation(grid, ys, jax.vmap(lambda t, y: f(t, y, args))(
+        grid, ys))
+    t_event, happened = locate_event(event, f, interp, args)
+    y_event = jtu.tree_map(lambda a, b: jnp.where(happened, a, b[-1]), interp.evaluate(
+        jnp.where(happened, t_event, grid[-1])), ys)
+    steps = jnp.sum(jnp.diff(grid) > 0)
+    return _Segment(jtu.tree_map(lambda y: y[index], ys), happened,
+                    t_event.astype(ts.dtype), y_event,
+                    _stats(steps, steps, 0, steps * solver.stages), result_of(ok),
+                    jnp.logical_not(ok), None)
+
+
+@eqx.filter_jit
+def _fixed_events_program(f, solver, y0, grid, index, ts, args, adjoint, throw,
+                          event):
+    _check_vector_field(f, y0, ts, args)
+
+    def run(t_start, y_start):
+        return _fixed_segment(f, solver, ts, grid, index, args, adjoint, event,
+                              t_start, y_start)
+
+    ys, times, stats, result, _ = _event_segments(run, event, y0, ts, args)
+    ok = result == diffrax.RESULTS.successful
+    if throw:
+        ys = eqx.error_if(ys, jnp.logical_not(ok), _NONFINITE_HINT)
+    return Solution(ts, ys, stats, ok, times[0], None, result, times)
+
+
 def _fixed_dense(f, solver, y0, ts, args, dt, substeps, adjoint, throw, ts_host,
                  event, dense):
     """A fixed-step solve that keeps every step (for `dense` or an `event`): the
     steps are the grid of an ordinary solve with one step per interval."""
     counts, _ = _fixed_plan(ts, ts_host, dt, substeps)
     grid, index = step_grid(ts, ts_host, counts)
+    if event is not None and not event.terminal:
+        return _fixed_events_program(f, solver, y0, grid, jnp.asarray(index), ts,
+                                     args, adjoint, throw, event)
     return _fixed_dense_program(f, solver, y0, grid, jnp.asarray(index), ts, args,
                                 adjoint, throw, event, dense)
 
