@@ -5,6 +5,7 @@ A jaxode stepper (`Euler`, `Midpoint`, `Heun`, `RK4`) runs as a recurrence under
 `diffrax.diffeqsolve` with a PID step-size controller. Both return a `Solution`.
 """
 
+import functools
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -161,35 +162,41 @@ class Solution(eqx.Module):
     def event_count(self) -> Array:
         return jnp.sum(jnp.isfinite(self.event_times), axis=-1)
 
-    def evaluate(self, t: Any) -> Y:
-        """The state at time(s) `t`: a scalar gives a state like `y0`, an array of
-        times gives leaves of shape `(*t.shape, *leaf.shape)`. Needs `dense=True`.
+    @property
+    def evaluate(self) -> Callable[[Any], Y]:
+        """`sol.evaluate(t)`: the state at time(s) `t`: a scalar gives a state like
+        `y0`, an array of times gives leaves of shape `(*t.shape, *leaf.shape)`.
+        Needs `dense=True`. A plain function of `t` (so `jax.jit(sol.evaluate)`
+        works); `inf` after a terminal event, as in `ys`.
 
         **Raises:** `ValueError` without dense output, or for a concrete `t` outside
         `[ts[0], ts[-1]]` (a traced one is checked at run time).
         """
-        if self.interpolation is None:
+        return functools.partial(_evaluate, self)
+
+
+def _evaluate(sol: Solution, t: Any) -> Y:
+    if sol.interpolation is None:
+        raise ValueError("`evaluate` needs dense output: solve with `dense=True`.")
+    t = jnp.asarray(t, sol.ts.dtype)
+    lo, hi = sol.ts[0], sol.ts[-1]
+    if is_concrete((t, lo, hi)):
+        outside = np.asarray(t)[(np.asarray(t) < np.asarray(lo))
+                                | (np.asarray(t) > np.asarray(hi))]
+        if outside.size:
             raise ValueError(
-                "`evaluate` needs dense output: solve with `dense=True`.")
-        t = jnp.asarray(t, self.ts.dtype)
-        lo, hi = self.ts[0], self.ts[-1]
-        if is_concrete((t, lo, hi)):
-            outside = np.asarray(t)[(np.asarray(t) < np.asarray(lo))
-                                    | (np.asarray(t) > np.asarray(hi))]
-            if outside.size:
-                raise ValueError(
-                    f"`t`={short(outside)} is outside the span of the solution "
-                    f"[{float(lo):g}, {float(hi):g}]; `evaluate` does not extrapolate.")
-        else:
-            t = eqx.error_if(t, jnp.any((t < lo) | (t > hi)),
-                             "jaxode.Solution.evaluate: `t` is outside the span of "
-                             "the solution; `evaluate` does not extrapolate.")
-        flat = jax.vmap(self.interpolation.evaluate)(jnp.reshape(t, (-1,)))
-        out = jtu.tree_map(lambda y: jnp.reshape(y, t.shape + y.shape[1:]), flat)
-        # after a terminal event the solution does not exist, as `ys` says
-        late = t > self.t_event
-        return jtu.tree_map(lambda y: jnp.where(
-            late.reshape(t.shape + (1,) * (y.ndim - t.ndim)), jnp.inf, y), out)
+                f"`t`={short(outside)} is outside the span of the solution "
+                f"[{float(lo):g}, {float(hi):g}]; `evaluate` does not extrapolate.")
+    else:
+        t = eqx.error_if(t, jnp.any((t < lo) | (t > hi)),
+                         "jaxode.Solution.evaluate: `t` is outside the span of "
+                         "the solution; `evaluate` does not extrapolate.")
+    flat = jax.vmap(sol.interpolation.evaluate)(jnp.reshape(t, (-1,)))
+    out = jtu.tree_map(lambda y: jnp.reshape(y, t.shape + y.shape[1:]), flat)
+    # after a terminal event the solution does not exist, as `ys` says
+    late = t > sol.t_event
+    return jtu.tree_map(lambda y: jnp.where(
+        late.reshape(t.shape + (1,) * (y.ndim - t.ndim)), jnp.inf, y), out)
 
 
 def _resolve_solver(solver: Any) -> Any:

@@ -167,6 +167,8 @@ def test_bad_event_and_dense_input():
         sol.evaluate(jnp.array([1.0, 6.0]))
     with pytest.raises(Exception, match="outside the span"):
         jax.jit(lambda t: sol.evaluate(t))(-1.0).block_until_ready()
+    # sol.evaluate is a plain function of t: jax.jit takes it (it was unhashable)
+    np.testing.assert_allclose(jax.jit(sol.evaluate)(1.5), sol.evaluate(1.5))
 
 
 def test_ensemble_reports_each_members_event_time():
