@@ -1,6 +1,9 @@
-"""Dense output and events for fixed-step solves.
+"""Events (`Event`: direction, boolean conditions, terminal or with a reset), and
+dense output and event location for fixed-step solves.
 
-A fixed-step solve with `dense=True` or an `event` keeps the state at every step of its
+The condition is a real signal (a boolean one as ±1); where a solve or a
+continuation starts, it takes the sign it has just after, so a zero there is no
+crossing. A fixed-step solve with `dense=True` or an `event` keeps the state at every step of its
 grid. Between two steps the solution is the cubic Hermite interpolant of the two
 states and their derivatives `f(t, y)`, accurate to O(h^4), the order of `RK4`. An
 event is a sign change of `cond(t, y, args)` between two steps; its time is the root of
@@ -21,8 +24,8 @@ import optimistix as optx
 from ._errors import short
 from ._fixed import step_list
 
-__all__ = ["Event", "as_event", "HermiteInterpolation", "step_grid", "locate_event",
-           "after_event", "signal", "start_sign"]
+__all__ = ["Event", "as_event", "is_boolean", "signal", "start_sign", "crossed",
+           "HermiteInterpolation", "step_grid", "locate_event", "after_event"]
 
 
 class Event(eqx.Module):
@@ -98,6 +101,8 @@ def as_event(event) -> Event | None:
 
 
 def is_boolean(event: Event, t, y, args) -> bool:
+    """Whether the event's condition returns a boolean (from its shape, at trace
+    time)."""
     out = eqx.filter_eval_shape(lambda t, y, a: event.cond(t, y, a), t, y, args)
     return out.dtype == jnp.bool_
 
@@ -116,7 +121,7 @@ def start_sign(event: Event, f, t, y, args, tol):
     condition zero at the start, or at its root after an event, does not fire
     there). `tol` is the event time's tolerance."""
     c = signal(event, t, y, args)
-    if jnp.result_type(event.cond(t, y, args)) == jnp.bool_:
+    if is_boolean(event, t, y, args):
         return jnp.sign(c)
     _, rate = jax.jvp(lambda t_, y_: event.cond(t_, y_, args), (t, y),
                       (jnp.ones_like(t), f(t, y, args)))

@@ -1,8 +1,10 @@
 """`solve`: the one entry point for initial value problems.
 
-A jaxode stepper (`Euler`, `Midpoint`, `Heun`, `RK4`) runs as a recurrence under
-`jaxode.scan`; an adaptive solver (by name or any diffrax solver) runs through
-`diffrax.diffeqsolve` with a PID step-size controller. Both return a `Solution`.
+A jaxode stepper (`Euler`, `Midpoint`, `Heun`, `RK4`) runs in the fixed-step loops
+of `_fixed` (a `lax.scan` over the steps, with its own adjoints); an adaptive solver
+(by name, or any diffrax solver, Rosenbrock methods included) runs through
+`diffrax.diffeqsolve` with a PI step-size controller. Events that do not end the
+solve run as a `lax.scan` of continuations. All return a `Solution`.
 """
 
 import functools
