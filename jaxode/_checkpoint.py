@@ -13,6 +13,7 @@ import json
 import os
 import struct
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +66,26 @@ def save_checkpoint(path: str | os.PathLike, tree: Any, *, step: int,
     np.savez(buf, **arrays)
     payload = buf.getvalue()
     digest = hashlib.sha256(header + payload).digest()
+
+    def write(f):
+        f.write(_MAGIC)
+        f.write(struct.pack("<QQ", len(header), len(payload)))
+        f.write(digest)
+        f.write(header)
+        f.write(payload)
+
+    write_atomically(path, write)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """`write(file)` into a temporary file beside `path`, flushed to disk, then
+    renamed over `path` (`os.replace`): a crash leaves the old file or the new one,
+    never half of one, and no temporary file behind."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(_MAGIC)
-            f.write(struct.pack("<QQ", len(header), len(payload)))
-            f.write(digest)
-            f.write(header)
-            f.write(payload)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

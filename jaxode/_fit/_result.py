@@ -3,13 +3,13 @@
 import math
 import os
 import pickle
-import tempfile
 from typing import Any
 
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
+from .._checkpoint import write_atomically
 from . import _stats
 from ._data import element_labels
 from ._loop import run_loop, with_steps
@@ -78,17 +78,8 @@ class FitResult:
         """Write the result to `path` (pickle, written atomically). A loaded result
         has every estimate, interval, covariance and loss; `predict` and `profile`
         need the model and are only available on the result `fit` returned."""
-        path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                                   suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                pickle.dump(self, fh)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomically(os.path.abspath(os.fspath(path)),
+                         lambda fh: pickle.dump(self, fh))
 
     @classmethod
     def load(cls, path) -> "FitResult":
