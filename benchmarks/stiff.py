@@ -30,10 +30,12 @@ members, each with its own rate constants (log-normal, 30 % spread), in one
 `jaxode.ensemble(..., solver="rodas5p")` call, against a Python loop of LSODA over
 a subset of the members (the loop's cost is linear in members); members per second.
 
-    python benchmarks/stiff.py [--quick] [--plot FILE] [--controllers]
+    python benchmarks/stiff.py [--quick] [--plot FILE] [--controllers] [--float32]
 
 `--controllers` instead prints Rodas5P's step counts at equal error under three
-step-size controllers (the reason for `jaxode._solve.ROSENBROCK_PID`).
+step-size controllers (the reason for `jaxode._solve.ROSENBROCK_PID`); `--float32`
+which tolerances Rodas5P reaches in float32 on each problem (the reason for the
+float32 warning and messages of `jaxode.solve`).
 """
 
 import argparse
@@ -434,6 +436,34 @@ def time_derivative():
           f"skipped, {1e3 * b:.2f} ms with it computed ({b / a:.2f}x)")
 
 
+def float32():
+    """Rodas5P in float32 on every problem: where it succeeds, and its error. Run in
+    a process of its own (64-bit mode is off there)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings; warnings.simplefilter('ignore')\n"
+        "import jax.numpy as jnp, numpy as np, jaxode as jo\n"
+        "from jaxode.data import STIFF_PROBLEMS\n"
+        "for key, p in STIFF_PROBLEMS.items():\n"
+        "    cells = []\n"
+        "    for rtol in (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8):\n"
+        "        sol = jo.solve(p.f, jnp.asarray(p.y0, jnp.float32), jnp.array([0.0,"
+        " p.t1], jnp.float32), solver='rodas5p', rtol=rtol, atol=rtol *"
+        " p.atol_per_rtol, max_steps=20000, throw=False)\n"
+        "        ref = np.array(p.reference); m = np.abs(ref) > 1e-6 * np.abs(ref).max()\n"
+        "        err = np.max(np.abs(np.asarray(sol.ys[-1], float) - ref)[m] /"
+        " np.abs(ref[m]))\n"
+        "        cells.append(f'{err:.1e}' if bool(sol.ok) else 'fails')\n"
+        "    print(f'{p.name[:22]:<24}' + ''.join(f'{c:>10}' for c in cells))\n")
+    print("Rodas5P in float32: relative error of the final state (components above "
+          "1e-6 of the largest), atol = rtol · atol_per_rtol")
+    print(f"{'problem':<24}" + "".join(f"{r:>10.0e}" for r in
+                                       (1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-8)))
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -444,9 +474,13 @@ def main():
                         f"to this PNG file (default without --quick: {FIGURE})")
     parser.add_argument("--controllers", action="store_true",
                         help="Rodas5P's step counts under three step-size controllers")
+    parser.add_argument("--float32", action="store_true",
+                        help="Rodas5P in float32: which tolerances each problem reaches")
     ns = parser.parse_args()
     if ns.controllers:
         return controllers()
+    if ns.float32:
+        return float32()
     if ns.quick:
         rtols, peer_rtols = [1e-5, 1e-6, 1e-8], [1e-6, 1e-8]
         keys, rounds, members, loop_members = ["robertson", "hires"], 1, 200, 20

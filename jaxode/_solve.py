@@ -906,7 +906,7 @@ def _warn_float32_stiff(solver, dtype, rtol):
     `M/(h γ) - J`, so the step-size controller chases rounding noise. Measured with
     Rodas5P on `jaxode.data.STIFF_PROBLEMS` in float32: below rtol 1e-5 the error
     stops falling (HIRES: 1.8e-4 at rtol 1e-6, 1.7e-4 at 1e-7), and at rtol 1e-8
-    HIRES and OREGO run out of steps."""
+    HIRES and OREGO run out of steps (`python benchmarks/stiff.py --float32`)."""
     if (_is_stiff(solver) and dtype == jnp.float32 and is_concrete(rtol)
             and float(rtol) < 1e-5):
         warnings.warn(
