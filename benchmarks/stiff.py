@@ -476,7 +476,7 @@ def main():
     parser.add_argument("--controllers", action="store_true",
                         help="Rodas5P's step counts under three step-size controllers")
     parser.add_argument("--float32", action="store_true",
-                        help="Rodas5P in float32: which tolerances each problem reaches")
+                        help="Rodas5P in float32: the tolerances each problem reaches")
     ns = parser.parse_args()
     if ns.controllers:
         return controllers()
