@@ -259,8 +259,9 @@ def _linearise(terms, t0, t1, y0, args, jac: Callable | None) -> _Linearised:
 # Up to this many states, the stages multiply by W⁻¹ (formed from the LU) instead of
 # solving with the LU factors: no more work (n³ against a step's 8 solves of 2n²
 # each), and under `vmap` on CPU, where every batched triangular solve is a loop
-# over the members, 3.2x faster (10^4 Robertson members: 1.71 s -> 0.54 s; single
-# solves unchanged; `python benchmarks/stiff.py`, the ensemble row).
+# over the members, about 3x faster: 10^4 Robertson members in one `ensemble` call
+# took 1.71 s and then 0.56 s (the ensemble row of `benchmarks/stiff.py` went from
+# 2.56 s to 0.58-0.60 s); single solves are unchanged.
 _INVERSE_UP_TO = 16
 
 
