@@ -790,7 +790,12 @@ def solve(
     _check_event_and_dense(event, dense, adjoint, y0, ts, args)
     if ts_host is None:
         ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0),
-                          "jaxode.solve: `ts` must be strictly increasing.")
+                          "jaxode.solve: `ts` must be strictly increasing. (`ts` "
+                          "is traced here, under jit, so its values cannot be "
+                          "shown: print them with jax.debug.print(\"{}\", ts) "
+                          "before the call, or close over NumPy times instead of "
+                          "passing them in: those are checked, with their values, "
+                          "before compiling.)")
 
     if ts.shape[0] == 1:
         if event is not None or dense:
