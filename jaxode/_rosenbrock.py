@@ -219,6 +219,7 @@ class _Linearised(eqx.Module):
 
     field: Callable
     unravel: Callable
+    y0: jax.Array  # the state at the step's start, flattened
     f0: jax.Array
     J: jax.Array
     dfdt: jax.Array | None
@@ -237,12 +238,13 @@ def _linearise(terms, t0, t1, y0, args, jac: Callable | None) -> _Linearised:
     reads_t = _reads_t(field, t0, flat0)
     inner = getattr(terms, "term", None)  # diffrax's WrapTerm around the user's term
     if jac is not None and isinstance(inner, diffrax.ODETerm):
-        f0 = field(t0, flat0)
         J = sign * jnp.asarray(jac(t0 * terms.direction, y0, args), flat0.dtype)
-        dfdt = jax.jvp(lambda t: field(t, flat0), (t0,), (jnp.ones_like(t0),))[1] \
-            if reads_t else None
-        return _Linearised(field, unravel, f0, J.reshape(flat0.size, flat0.size),
-                           dfdt)
+        J = J.reshape(flat0.size, flat0.size)
+        if not reads_t:
+            return _Linearised(field, unravel, flat0, field(t0, flat0), J, None)
+        # ∂f/∂t by a JVP whose primal output is f(t0, y0): one evaluation, not two
+        f0, dfdt = jax.jvp(lambda t: field(t, flat0), (t0,), (jnp.ones_like(t0),))
+        return _Linearised(field, unravel, flat0, f0, J, dfdt)
     n = flat0.size
     eye = jnp.eye(n, dtype=flat0.dtype)
     if reads_t:  # one batch of n + 1 JVPs: n columns of J, then ∂f/∂t
@@ -250,10 +252,10 @@ def _linearise(terms, t0, t1, y0, args, jac: Callable | None) -> _Linearised:
         dys = jnp.concatenate([eye, jnp.zeros((1, n), flat0.dtype)])
         f0, cols = jax.vmap(lambda dt, dy: jax.jvp(field, (t0, flat0), (dt, dy)),
                             out_axes=(None, 0))(dts, dys)
-        return _Linearised(field, unravel, f0, cols[:n].T, cols[n])
+        return _Linearised(field, unravel, flat0, f0, cols[:n].T, cols[n])
     f0, cols = jax.vmap(lambda dy: jax.jvp(lambda y: field(t0, y), (flat0,), (dy,)),
                         out_axes=(None, 0))(eye)
-    return _Linearised(field, unravel, f0, cols.T, None)
+    return _Linearised(field, unravel, flat0, f0, cols.T, None)
 
 
 # Up to this many states, the stages multiply by W⁻¹ (formed from the LU) instead of
@@ -290,7 +292,21 @@ def _collapsed(h, t0) -> jax.Array:
 # ------------------------------------------------------------------- the engine
 
 
-class _RosenbrockInterpolation(diffrax.AbstractLocalInterpolation):
+class _PointwiseInterpolation(diffrax.AbstractLocalInterpolation):
+    """A local interpolation given by its value at a point (`at`); the increment
+    over an interval is the difference of two values."""
+
+    def at(self, t):
+        raise NotImplementedError
+
+    def evaluate(self, t0, t1=None, left=True):
+        del left
+        if t1 is not None:
+            return jtu.tree_map(lambda a, b: b - a, self.at(t0), self.at(t1))
+        return self.at(t0)
+
+
+class _RosenbrockInterpolation(_PointwiseInterpolation):
     """The method's order-4 dense output between `t0` and `t1`:
     `y(t0 + θh) = (1−θ) y0 + θ (y1 + (1−θ)(K1 + θ (K2 + θ K3)))`."""
 
@@ -300,12 +316,8 @@ class _RosenbrockInterpolation(diffrax.AbstractLocalInterpolation):
     y1: Any
     K: Any  # pytree like y, each leaf with a leading axis of 3
 
-    def evaluate(self, t0, t1=None, left=True):
-        del left
-        if t1 is not None:
-            return jtu.tree_map(lambda a, b: b - a, self.evaluate(t0),
-                                self.evaluate(t1))
-        th = (t0 - self.t0) / (self.t1 - self.t0)
+    def at(self, t):
+        th = (t - self.t0) / (self.t1 - self.t0)
 
         def leaf(y0, y1, K):
             th_ = th.astype(y0.dtype)
@@ -357,7 +369,7 @@ class AbstractRosenbrock(_LinearlyImplicit):
         del solver_state, made_jump
         tab = self.tableau
         lin = _linearise(terms, t0, t1, y0, args, self.jac)
-        flat0 = ravel_pytree(y0)[0]
+        flat0 = lin.y0
         dtype = flat0.dtype
         h = (t1 - t0).astype(dtype)
         mass = None if self.mass is None else jnp.asarray(self.mass, dtype)
@@ -423,19 +435,15 @@ _D = 1.0 / (2.0 + math.sqrt(2.0))
 _E32 = 6.0 + math.sqrt(2.0)
 
 
-class _Rosenbrock23Interpolation(diffrax.AbstractLocalInterpolation):
+class _Rosenbrock23Interpolation(_PointwiseInterpolation):
     t0: jax.Array
     t1: jax.Array
     y0: object
     k1: object  # h · k1 and h · k2, as pytrees like y
     k2: object
 
-    def evaluate(self, t0, t1=None, left=True):
-        del left
-        if t1 is not None:
-            return jtu.tree_map(lambda a, b: b - a, self.evaluate(t0),
-                                self.evaluate(t1))
-        s = (t0 - self.t0) / (self.t1 - self.t0)
+    def at(self, t):
+        s = (t - self.t0) / (self.t1 - self.t0)
         w1 = s * (1 - s) / (1 - 2 * _D)
         w2 = s * (s - 2 * _D) / (1 - 2 * _D)
         return jtu.tree_map(lambda y, a, b: (y + w1 * a + w2 * b).astype(y.dtype),
@@ -472,7 +480,7 @@ class Rosenbrock23(_LinearlyImplicit):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
         lin = _linearise(terms, t0, t1, y0, args, self.jac)
-        flat0 = ravel_pytree(y0)[0]
+        flat0 = lin.y0
         h = (t1 - t0).astype(flat0.dtype)
         f = lin.field
         solve = _lu_solver(jnp.eye(flat0.size, dtype=flat0.dtype) - (h * _D) * lin.J)

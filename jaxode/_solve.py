@@ -773,8 +773,8 @@ def solve(
     check_numeric("y0", y0)
     # the state takes the wider of its own and the times' float types (as diffrax
     # does), for fixed and adaptive steps alike
-    y0 = jtu.tree_map(lambda y: _as_float(y).astype(
-        jnp.promote_types(_as_float(y).dtype, ts.dtype)), y0)
+    y0 = jtu.tree_map(_as_float, y0)
+    y0 = jtu.tree_map(lambda y: y.astype(jnp.promote_types(y.dtype, ts.dtype)), y0)
     check_finite("y0", y0)
     _check_tolerance("rtol", rtol, y0)
     _check_tolerance("atol", atol, y0)
