@@ -33,7 +33,7 @@ a subset of the members (the loop's cost is linear in members); members per seco
     python benchmarks/stiff.py [--quick] [--plot FILE] [--controllers] [--float32]
 
 `--controllers` instead prints Rodas5P's step counts at equal error under three
-step-size controllers (the reason for `jaxode._solve.ROSENBROCK_PID`); `--float32`
+step-size controllers (the reason for `jaxode._adaptive.ROSENBROCK_PID`); `--float32`
 which tolerances Rodas5P reaches in float32 on each problem (the reason for the
 float32 warning and messages of `jaxode.solve`).
 """
@@ -54,7 +54,7 @@ import scipy.integrate  # noqa: E402
 import jaxode as jo  # noqa: E402
 from _timing import machine, measure  # noqa: E402
 from jaxode._rosenbrock import Rodas5P  # noqa: E402
-from jaxode._solve import ROSENBROCK_PID, STIFF_PID  # noqa: E402
+from jaxode._adaptive import ROSENBROCK_PID, STIFF_PID  # noqa: E402
 from jaxode.data import STIFF_PROBLEMS  # noqa: E402
 
 # ------------------------------------------------- NumPy right-hand sides and Jacobians

@@ -14,6 +14,7 @@ derivative gives `d t_event / d(y0, args)` by the implicit function theorem.
 from collections.abc import Callable
 from typing import Any
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -23,9 +24,11 @@ import optimistix as optx
 
 from ._errors import short
 from ._fixed import step_list
+from ._solution import solve_stats
 
 __all__ = ["Event", "as_event", "is_boolean", "signal", "start_sign", "crossed",
-           "HermiteInterpolation", "step_grid", "locate_event", "after_event"]
+           "HermiteInterpolation", "step_grid", "locate_event", "after_event",
+           "Segment", "event_segments"]
 
 
 class Event(eqx.Module):
@@ -242,3 +245,64 @@ def after_event(ys, ts, t_event):
     late = ts > t_event
     return jtu.tree_map(
         lambda y: jnp.where(late.reshape((-1,) + (1,) * (y.ndim - 1)), jnp.inf, y), ys)
+
+
+# ------------------------------------------------ continuations (terminal=False)
+
+
+class Segment(eqx.Module):
+    """One solve (adaptive or fixed-step) from `t_start` to `ts[-1]`, ended by the
+    event if one happens: the states at `ts` (those before `t_start` meaningless), whether and
+    when the event happened, the state there, and the solve's statistics."""
+
+    ys: Any
+    happened: jax.Array
+    t_event: jax.Array
+    y_event: Any
+    stats: dict
+    result: Any
+    nonfinite: jax.Array
+    interpolation: Any
+
+
+def event_segments(run, event, y0, ts, args):
+    """A solve with non-terminal events: up to `max_events` segments, each ended
+    by an event whose (reset) state starts the next. Returns the states at `ts`,
+    the event times (`inf`-padded), the statistics summed, the first failing
+    result, and whether a non-finite value was seen."""
+    inf_ys = jtu.tree_map(
+        lambda y: jnp.full((ts.shape[0],) + jnp.shape(y), jnp.inf, y.dtype), y0)
+
+    def one(carry, k):
+        t_start, y_start, ys, stats, result, nonfinite, done = carry
+        seg = run(t_start, y_start)
+        t_end = jnp.where(seg.happened, seg.t_event, ts[-1])
+        after_start = jnp.where(k == 0, ts >= t_start, ts > t_start)
+        mine = after_start & (ts <= t_end) & jnp.logical_not(done)
+        ys = jtu.tree_map(
+            lambda acc, new: jnp.where(mine.reshape((-1,) + (1,) * (new.ndim - 1)),
+                                       new, acc), ys, seg.ys)
+        happened = seg.happened & jnp.logical_not(done)
+        y_next = seg.y_event
+        if event.reset is not None:
+            y_next = event.reset(seg.t_event, seg.y_event, args)
+        y_next = jtu.tree_map(lambda a, b: jnp.where(happened, a, b).astype(b.dtype),
+                              y_next, seg.y_event)
+        ok_result = (seg.result == diffrax.RESULTS.successful) | (
+            seg.result == diffrax.RESULTS.event_occurred)
+        result = diffrax.RESULTS.where(
+            jnp.logical_not(done) & jnp.logical_not(ok_result)
+            & (result == diffrax.RESULTS.successful), seg.result, result)
+        stats = jtu.tree_map(  # -1: not reported by this solver
+            lambda a, b: jnp.where((a < 0) | (b < 0), -1, a + b), stats, seg.stats)
+        nonfinite = nonfinite | seg.nonfinite
+        t_next = jnp.where(happened, seg.t_event, ts[-1])
+        done = done | jnp.logical_not(happened) | jnp.logical_not(ok_result)
+        time = jnp.where(happened, seg.t_event, jnp.inf)
+        return (t_next, y_next, ys, stats, result, nonfinite, done), time
+
+    init = (ts[0], y0, inf_ys, solve_stats(0, 0, 0, 0), diffrax.RESULTS.successful,
+            jnp.array(False), jnp.array(False))
+    (_, _, ys, stats, result, nonfinite, _), times = jax.lax.scan(
+        one, init, jnp.arange(event.max_events))
+    return ys, times.astype(ts.dtype), stats, result, nonfinite

@@ -17,19 +17,11 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.sharding import NamedSharding
 
-from ._errors import check_finite, check_positive, check_times, is_concrete, short
-from ._solve import (
-    Solution,
-    _as_float,
-    _fixed_adjoint,
-    _fixed_plan,
-    _resolve_solver,
-    _solve_fixed,
-    solve,
-    result_of,
-)
+from ._engine import Config, configure, solve_with
+from ._errors import check_finite, check_times, is_concrete, short
+from ._fixed_solve import fixed_plan
 from ._sharding import member_mesh, pad, padded_size, replicated, split
-from ._solvers import AbstractStepper
+from ._solution import Solution
 from ._types import Args, VectorField, Y
 
 __all__ = ["ensemble"]
@@ -83,23 +75,17 @@ def _place(x: Any, sharding: NamedSharding, padded: int | None) -> Any:
 
 
 @eqx.filter_jit
-def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
-    """The one compiled program: pad, shard, vmap `solve`, drop the padding."""
+def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, config):
+    """The one compiled program: pad, shard, vmap the solve, drop the padding."""
     padded = padded_size(n, mesh)
     if static_ts is not None:
         ts = np.asarray(static_ts)
-    even = kwargs.get("_even")
     y0s = jtu.tree_map(lambda a: pad(a, padded), y0s)
     mapped = jtu.tree_map(lambda a: pad(a, padded), mapped)
     y0s, mapped = jax.lax.with_sharding_constraint((y0s, mapped), split(mesh))
 
     def one(y0, member_args):
-        args = eqx.combine(member_args, shared)
-        if even is not None:  # traced times, a step count fixed on the host
-            ys, stats, ok = _even_member(f, y0, ts, args, even, kwargs)
-            none = jnp.array(jnp.inf, jnp.result_type(ts))
-            return ys, stats, ok, none, None, result_of(ok), none[None]
-        sol = solve(f, y0, ts, args, **kwargs)
+        sol = solve_with(config, f, y0, ts, eqx.combine(member_args, shared))
         return (sol.ys, sol.stats, sol.ok, sol.t_event, None, sol.result,
                 sol.event_times)
 
@@ -110,17 +96,29 @@ def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs):
     return Solution(jnp.asarray(ts), *out)
 
 
-def _even_member(f, y0, ts, args, even, kwargs):
-    """One member of a fixed-step ensemble whose grid `ensemble` planned on the host:
-    `substeps` per interval, and whether the spans are equal (then the step is one
-    loop-invariant scalar computed from the traced times)."""
-    substeps, uniform = even
-    solver = _resolve_solver(kwargs.get("solver", "tsit5"))
-    adjoint = _fixed_adjoint(kwargs.get("adjoint", "recursive"))
-    y0 = jtu.tree_map(_as_float, y0)
-    ys, ok, stats = _solve_fixed(f, solver, y0, jnp.asarray(ts), args, substeps,
-                                 uniform, adjoint, kwargs.get("throw", True), False)
-    return ys, stats, ok
+def _planned(config: Config, ts) -> tuple[Config, tuple | None]:
+    """The configuration the members run with, and the save times to hold static.
+
+    Tolerances become arrays, so new values do not recompile. A fixed-step `dt`
+    needs concrete `ts`: when every interval takes the same number of steps, that
+    count (and whether the spans are equal) replaces `dt`, so the times stay traced
+    and new values of them or of `dt` with the same count do not recompile;
+    otherwise the grid is part of the program and `ts` is held static."""
+    config = config.replace(**{name: jnp.asarray(getattr(config, name), ts.dtype)
+                               for name in ("rtol", "atol")
+                               if isinstance(getattr(config, name), (int, float))})
+    if not (config.fixed_step and config.dt is not None):
+        return config, None
+    if not is_concrete(ts):
+        raise ValueError(
+            "a fixed-step ensemble with `dt` needs concrete `ts` (the number of "
+            "steps sets array shapes); pass them as constants, or pass "
+            "`substeps=k` instead of `dt`.")
+    host = np.asarray(ts, np.float64)
+    counts, uniform = fixed_plan(ts, host, config.dt, config.substeps)
+    if isinstance(counts, int) and config.event is None:
+        return config.replace(dt=None, plan=(counts, uniform)), None
+    return config, tuple(host.tolist())
 
 
 def ensemble(
@@ -208,34 +206,13 @@ def ensemble(
     check_finite("args", jtu.tree_map(
         lambda a: a if eqx.is_array_like(a) else None, args))
 
-    kwargs = dict(solve_kwargs)
-    if kwargs.get("dense"):
+    config = configure(**solve_kwargs)
+    if config.dense:
         raise ValueError(
             "`dense=True` is not available from `ensemble` (each member would carry "
             "its own interpolant); use `jax.vmap` of `jaxode.solve(..., dense=True)` "
             "and `sol.evaluate`.")
-    for name in ("rtol", "atol"):  # traced, so new tolerances do not recompile
-        if name in kwargs and isinstance(kwargs[name], (int, float)):
-            if kwargs[name] <= 0:
-                raise ValueError(f"`{name}` must be > 0, got {kwargs[name]!r}.")
-            kwargs[name] = jnp.asarray(kwargs[name], ts.dtype)
-    static_ts = None
-    solver = _resolve_solver(kwargs.get("solver", "tsit5"))
-    if isinstance(solver, AbstractStepper) and kwargs.get("dt") is not None:
-        if not is_concrete(ts):
-            raise ValueError(
-                "a fixed-step ensemble with `dt` needs concrete `ts` (the number of "
-                "steps sets array shapes); pass them as constants, or pass "
-                "`substeps=k` instead of `dt`.")
-        check_positive("dt", kwargs["dt"])
-        host = np.asarray(ts, np.float64)
-        counts, uniform = _fixed_plan(ts, host, kwargs["dt"], kwargs.get("substeps"))
-        if isinstance(counts, int) and kwargs.get("event") is None and not kwargs.get(
-                "dense"):  # traced times: new values do not recompile
-            kwargs["_even"] = (counts, uniform)
-            del kwargs["dt"]  # the step count replaces it, so a new `dt` is no new key
-        else:  # intervals with different step counts: the grid is part of the program
-            static_ts = tuple(host.tolist())
+    config, static_ts = _planned(config, ts)
 
     if is_concrete((y0s, mapped)):
         padded = padded_size(n, mesh)
@@ -247,4 +224,4 @@ def ensemble(
             shared)
         if is_concrete(ts):
             ts = _place(ts, whole, None)
-    return _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, kwargs)
+    return _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, config)

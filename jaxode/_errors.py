@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Iterable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -141,3 +142,24 @@ def check_same_structure(name: str, got: Any, expected: Any, what: str) -> None:
             f"`{name}` returned {describe_tree(got)} but {what} is "
             f"{describe_tree(expected)}; they must match in structure, shape and dtype."
         )
+
+
+def output_shape(name: str, fn: Any, t, y0: Any, args: Any) -> Any:
+    """The output shapes of the user's `fn(t, y0, args)`, or a `ValueError` that
+    names `fn` when it fails to trace."""
+    try:
+        # filter_eval_shape: `args` may hold non-array leaves (an eqx.Module with
+        # an activation function); the lambda: jax.eval_shape takes a callable with
+        # a `trace` attribute (an eqx.Module field named `trace`) for a jitted one
+        return eqx.filter_eval_shape(lambda t, y, a: fn(t, y, a), t, y0, args)
+    except Exception as e:  # the user's function failed to trace: say where
+        raise ValueError(
+            f"`{name}` failed when called as {name}(t, y0, args): "
+            f"{type(e).__name__}: {e}") from e
+
+
+def check_vector_field(f: Any, y0: Any, ts: Any, args: Any) -> None:
+    """`f(ts[0], y0, args)` must trace and return a pytree like `y0`."""
+    out = output_shape("f", f, ts[0], y0, args)
+    expected = jax.eval_shape(lambda y: y, y0)
+    check_same_structure("f", out, expected, "y0")

@@ -2,19 +2,21 @@
 
 A fixed-step solve of `dy/dt = f(t, y, args)` over the save times `ts` is a scan over
 the intervals of `ts`, each made of equal steps of a jaxode stepper. Three ways to
-differentiate it, chosen by `adjoint`:
+differentiate it, each an object whose methods run the loop (`adjoint=` takes the
+object or its name):
 
-- `"direct"`: backpropagate through the scan; every step's intermediates are stored
-  (memory grows with the number of steps; the fastest gradient).
-- `"recursive"` (default): checkpointed backprop. The forward pass keeps the carry at
-  the start of blocks of about √n steps; the backward pass recomputes one block at a
-  time. Memory grows like √n, for one extra forward pass. The gradient equals the
-  direct one.
-- `"backsolve"`: the continuous adjoint of Chen et al. (2018). The backward pass
-  integrates `y`, `a = dL/dy` and `dL/dargs` backwards in time with the same stepper
-  and steps, restarting `y` from the saved state at every save time. Memory does not
-  grow with the number of steps; the gradient matches the direct one to the order of
-  the stepper.
+- `FixedDirect` (`"direct"`; `FixedForward`, `"forward"`, is the same scan):
+  backpropagate through the scan; every step's intermediates are stored (memory grows
+  with the number of steps; the fastest gradient).
+- `FixedRecursive` (`"recursive"`, the default): checkpointed backprop. The forward
+  pass keeps the carry at the start of blocks of about √n steps; the backward pass
+  recomputes one block at a time. Memory grows like √n, for one extra forward pass.
+  The gradient equals the direct one.
+- `FixedBacksolve` (`"backsolve"`): the continuous adjoint of Chen et al. (2018).
+  The backward pass integrates `y`, `a = dL/dy` and `dL/dargs` backwards in time with
+  the same stepper and steps, restarting `y` from the saved state at every save time.
+  Memory does not grow with the number of steps; the gradient matches the direct one
+  to the order of the stepper.
 
 Without differentiation all three run the same plain scan. Failure detection reads
 the final state of the loop (see `_acc0` for why that sees every step, a NaN between
@@ -22,6 +24,7 @@ save times included), never the saved trajectory.
 """
 
 import math
+from typing import ClassVar
 
 import equinox as eqx
 import jax
@@ -32,7 +35,8 @@ import numpy as np
 
 from ._solvers import AbstractStepper
 
-__all__ = ["plan_grid", "step_list", "solve_even", "solve_steps"]
+__all__ = ["plan_grid", "step_list", "solve_even", "solve_steps", "FixedAdjoint",
+           "FixedDirect", "FixedForward", "FixedRecursive", "FixedBacksolve", "FIXED_ADJOINTS"]
 
 
 # ----------------------------------------------------------------------- grid
@@ -136,7 +140,7 @@ def _inexact(tree):
     return eqx.filter(tree, eqx.is_inexact_array)
 
 
-# ------------------------------------------------- checkpointed scan (recursive)
+# ------------------------------------- √n rematerialised scan (FixedRecursive)
 
 
 def _block_size(length: int) -> int:
@@ -144,8 +148,10 @@ def _block_size(length: int) -> int:
 
 
 @eqx.filter_custom_vjp
-def _ckpt_scan(vjp_arg, body, length):
-    """`lax.scan(lambda c, x: body(c, x, env), carry, xs)` with √n checkpointing."""
+def _remat_scan(vjp_arg, body, length):
+    """`lax.scan(lambda c, x: body(c, x, env), carry, xs)` whose backward pass keeps
+    the carry at the start of blocks of about √n steps and recomputes one block at a
+    time."""
     carry, xs, env = vjp_arg
     return lax.scan(lambda c, x: body(c, x, env), carry, xs, length=length)
 
@@ -158,8 +164,8 @@ def _split(xs, length):
     return main, rest, nb, b
 
 
-@_ckpt_scan.def_fwd
-def _ckpt_scan_fwd(perturbed, vjp_arg, body, length):
+@_remat_scan.def_fwd
+def _remat_scan_fwd(perturbed, vjp_arg, body, length):
     carry, xs, env = vjp_arg
     b = _block_size(length)
     nb = -(-length // b)
@@ -195,10 +201,10 @@ def _ckpt_scan_fwd(perturbed, vjp_arg, body, length):
     return (c_end, ys), jtu.tree_map(lambda a: a[:nb], starts)
 
 
-@_ckpt_scan.def_bwd
-def _ckpt_scan_bwd(residuals, grad_obj, perturbed, vjp_arg, body, length):
+@_remat_scan.def_bwd
+def _remat_scan_bwd(residuals, grad_obj, perturbed, vjp_arg, body, length):
     carry, xs, env = vjp_arg
-    out_shape = eqx.filter_eval_shape(lambda: _ckpt_scan.fn(vjp_arg, body, length))
+    out_shape = eqx.filter_eval_shape(lambda: _remat_scan.fn(vjp_arg, body, length))
     ct_carry, ct_ys = _zeros_for_none(grad_obj, out_shape)
     main, rest, nb, b = _split(xs, length)
     ct_main, ct_rest, _, _ = _split(ct_ys, length)
@@ -226,15 +232,6 @@ def _ckpt_scan_bwd(residuals, grad_obj, perturbed, vjp_arg, body, length):
     return _mask((ct_c, ct_xs, ct_env), perturbed)
 
 
-def _scan(body, carry, xs, env, adjoint, length=None):
-    """One scan of `body(carry, x, env)`, checkpointed when `adjoint="recursive"`."""
-    if length is None:
-        length = jtu.tree_leaves(xs)[0].shape[0]
-    if adjoint == "recursive" and length > 3:
-        return _ckpt_scan((carry, xs, env), body, length)
-    return lax.scan(lambda c, x: body(c, x, env), carry, xs, length=length)
-
-
 # ------------------------------------------------------ even grid: the forward
 
 
@@ -243,7 +240,7 @@ class _Even(eqx.Module):
 
     solver: eqx.Module
     k: int = eqx.field(static=True)
-    adjoint: str = eqx.field(static=True)
+    adjoint: "FixedAdjoint"
     tick: object = eqx.field(static=True)  # progress callback(i) or None
     n: int = eqx.field(static=True)
 
@@ -262,8 +259,8 @@ class _Even(eqx.Module):
             y = self.solver.step(f, t0, y, h, args)
             carry = (y, _track(acc, y))
         else:  # the step index rides in the carry: no per-step array of times
-            (y, acc, _), _ = _scan(self.substep, (*carry, jnp.int32(0)), None,
-                                   (f, args, t0, h), self.adjoint, self.k)
+            (y, acc, _), _ = self.adjoint.scan(self.substep, (*carry, jnp.int32(0)),
+                                               None, (f, args, t0, h), self.k)
             carry = (y, acc)
         if self.tick is not None:  # about a hundred updates, whatever the length
             every = max(1, self.n // 100)
@@ -278,7 +275,7 @@ class _Even(eqx.Module):
         xs = (ts[:-1], ts[1:])
         if self.tick is not None:  # float, so that it has a cotangent like the times
             xs += (jnp.arange(self.n, dtype=ts.dtype),)
-        (y, acc), ys = _scan(self.interval, (y0, acc0), xs, (f, args, h), self.adjoint)
+        (y, acc), ys = self.adjoint.scan(self.interval, (y0, acc0), xs, (f, args, h))
         return ys, y, acc
 
 
@@ -355,15 +352,12 @@ def _even_backsolve_bwd(ys, grad_obj, perturbed, vjp_arg, plan):
 
 def solve_even(f, solver, y0, ts, args, k, h, adjoint, tick=None):
     """`k` equal steps in each interval of `ts`; `h` the step when all intervals have
-    the same span (loop-invariant), else None. Returns the states at `ts[1:]`, the
-    final state (the same value as the last of them, from the carry, so a caller that
-    keeps only it lets XLA drop the saved trajectory) and whether every state stayed
-    finite."""
+    the same span (loop-invariant), else None; `adjoint` a `FixedAdjoint`. Returns
+    the states at `ts[1:]`, the final state (the same value as the last of them, from
+    the carry, so a caller that keeps only it lets XLA drop the saved trajectory) and
+    whether every state stayed finite."""
     plan = _Even(solver, k, adjoint, tick, ts.shape[0] - 1)
-    if adjoint == "backsolve":
-        ys, y_end, acc = _even_backsolve((y0, ts, f, args, h), plan)
-    else:
-        ys, y_end, acc = plan.run(y0, ts, f, args, h)
+    ys, y_end, acc = adjoint.even(plan, y0, ts, f, args, h)
     return ys, y_end, _all_finite(acc, y_end)
 
 
@@ -426,12 +420,82 @@ def solve_steps(f, solver, y0, ts, args, t_steps, h_steps, save_index, counts,
                 adjoint):
     """An explicit list of steps (`t_steps`, `h_steps`), keeping the states after
     steps `save_index`: for intervals of `ts` that need different numbers of steps.
-    Returns the states at `ts[1:]` and whether every state stayed finite."""
-    if adjoint == "backsolve":
-        ys, y_end, acc = _steps_backsolve((y0, ts, f, args), solver, tuple(counts))
-        return ys, y_end, _all_finite(acc, y_end)
-    acc0 = _acc0(solver)
-    (y_end, acc), path = _scan(_Steps(solver).step, (y0, acc0), (t_steps, h_steps),
-                           (f, args), adjoint)
-    ys = jtu.tree_map(lambda p: p[jnp.asarray(save_index)], path)
+    Returns the states at `ts[1:]`, the final state and whether every state stayed
+    finite."""
+    ys, y_end, acc = adjoint.steps(solver, f, args, y0, ts, t_steps, h_steps,
+                                   save_index, counts)
     return ys, y_end, _all_finite(acc, y_end)
+
+
+# ------------------------------------------------------------------- adjoints
+
+
+class FixedAdjoint(eqx.Module):
+    """How a fixed-step solve is differentiated. The object runs the loops: `scan`
+    (one scan of `body(carry, x, env)`), `even` (an even grid, `_Even`) and `steps`
+    (an explicit list of steps). The base class backpropagates through plain
+    scans."""
+
+    name: ClassVar[str] = "direct"
+
+    def scan(self, body, carry, xs, env, length=None):
+        return lax.scan(lambda c, x: body(c, x, env), carry, xs, length=length)
+
+    def even(self, plan, y0, ts, f, args, h):
+        return plan.run(y0, ts, f, args, h)
+
+    def steps(self, solver, f, args, y0, ts, t_steps, h_steps, save_index, counts):
+        del ts, counts
+        (y_end, acc), path = self.scan(_Steps(solver).step, (y0, _acc0(solver)),
+                                       (t_steps, h_steps), (f, args))
+        ys = jtu.tree_map(lambda p: p[jnp.asarray(save_index)], path)
+        return ys, y_end, acc
+
+
+class FixedDirect(FixedAdjoint):
+    """Backpropagation through the scan, every step's intermediates stored: the
+    fastest gradient, memory linear in the steps; forward mode (`jax.jvp`,
+    `jax.jacfwd`) goes straight through."""
+
+
+class FixedForward(FixedDirect):
+    """`FixedDirect` asked for by the name `"forward"` (for `jax.jvp`,
+    `jax.jacfwd`); the same plain scan."""
+
+    name: ClassVar[str] = "forward"
+
+
+class FixedRecursive(FixedAdjoint):
+    """Checkpointed backpropagation: memory like √steps for one more forward pass;
+    the gradient equals `FixedDirect`'s. Reverse mode only."""
+
+    name: ClassVar[str] = "recursive"
+
+    def scan(self, body, carry, xs, env, length=None):
+        if length is None:
+            length = jtu.tree_leaves(xs)[0].shape[0]
+        if length > 3:
+            return _remat_scan((carry, xs, env), body, length)
+        return super().scan(body, carry, xs, env, length)
+
+
+class FixedBacksolve(FixedAdjoint):
+    """The continuous adjoint (Chen et al. 2018) integrated backwards with the same
+    stepper and steps: memory independent of the steps, the gradient exact to the
+    stepper's order. Reverse mode only."""
+
+    name: ClassVar[str] = "backsolve"
+
+    def even(self, plan, y0, ts, f, args, h):
+        return _even_backsolve((y0, ts, f, args, h), plan)
+
+    def steps(self, solver, f, args, y0, ts, t_steps, h_steps, save_index, counts):
+        return _steps_backsolve((y0, ts, f, args), solver, tuple(counts))
+
+
+FIXED_ADJOINTS: dict[str, type[FixedAdjoint]] = {
+    "recursive": FixedRecursive,
+    "backsolve": FixedBacksolve,
+    "direct": FixedDirect,
+    "forward": FixedForward,
+}

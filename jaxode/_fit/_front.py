@@ -17,7 +17,7 @@ import optax
 
 from .._sharding import member_mesh, pad, padded_size, split
 from .._errors import check_times, short
-from .._solve import _resolve_solver
+from .._engine import resolve_solver
 from . import _shooting, _stats
 from ._data import (check_params, param_spec, prepare_groups, to_u, u_bounds,
                     unit_of)
@@ -305,7 +305,7 @@ def fit(
                                          solve_kwargs)
     noise_model = get_noise(noise)
     _check_observe(observe, params0, groups)
-    solver = _resolve_solver(solver)
+    solver = resolve_solver(solver)
     user_adjoint = "adjoint" in solve_kwargs
     dtype = jnp.result_type(float)
     prob, data, observed = _build(

@@ -8,7 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._fixed import plan_grid, step_list
-from .._solve import _solve_fixed_grid, solve
+from .._fixed import FixedDirect
+from .._fixed_solve import solve_fixed_grid
+from .._solve import solve
 from .._solvers import AbstractStepper
 from ._data import unit_of
 from ._problem import resolve_args
@@ -119,8 +121,8 @@ def predict(prob, v):
     p = resolve_args(params, g.args)
     if seg.seg_t is not None:
         def one(y, t_steps, h_steps, save):
-            ys, _, _ = _solve_fixed_grid(prob.f, prob.solver, y, None, t_steps,
-                                         h_steps, save, None, p, False)
+            ys, _, _ = solve_fixed_grid(prob.f, prob.solver, y, None, t_steps,
+                                        h_steps, save, None, p, False, FixedDirect())
             return ys
         per = jax.vmap(one)
         out = jax.vmap(lambda st: per(st, seg.seg_t, seg.seg_h, seg.seg_save))(starts)

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._solve import solve
+from .._engine import Config, configure, solve_with
 from ._neural_ode import NeuralODE
 
 __all__ = ["Conv3x3", "GroupNorm", "ODENet", "ResNet", "RKNet", "MLP", "count_params"]
@@ -285,7 +285,7 @@ class RKNet(eqx.Module):
     head: _Head
     t1: float = eqx.field(static=True)
     steps: int = eqx.field(static=True)
-    solver: Any = eqx.field(static=True)
+    config: Config
 
     def __init__(self, channels: int = 32, *, classes: int = 10, in_channels: int = 1,
                  t1: float = 1.0, steps: int = 2, solver: Any = "rk4",
@@ -301,12 +301,12 @@ class RKNet(eqx.Module):
         self.head = _Head(channels, classes, key=k3)
         self.t1 = float(t1)
         self.steps = steps
-        self.solver = solver
+        self.config = configure(solver=solver)
 
     def __call__(self, images: Array) -> Array:
         x = self.stem(_as_images(images))
         ts = jnp.linspace(0.0, self.t1, self.steps + 1)
-        ys = solve(_apply_block, x, ts, self.block, solver=self.solver).ys
+        ys = solve_with(self.config, _apply_block, x, ts, self.block).ys
         return self.head(ys[-1])
 
 

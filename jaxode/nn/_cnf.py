@@ -23,8 +23,8 @@ import jax.numpy as jnp
 import jax.random as jr
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._errors import check_choice, check_field, check_positive
-from .._solve import ADJOINTS, SOLVERS, solve
+from .._errors import check_field
+from .._engine import Config, configure, solve_with
 
 __all__ = ["CNF"]
 
@@ -116,11 +116,7 @@ class CNF(eqx.Module):
     t1: float = eqx.field(static=True)
     trace: str = eqx.field(static=True)
     noise: str = eqx.field(static=True)
-    solver: Any = eqx.field(static=True)
-    rtol: float = eqx.field(static=True)
-    atol: float = eqx.field(static=True)
-    adjoint: Any = eqx.field(static=True)
-    max_steps: int = eqx.field(static=True)
+    config: Config
 
     def __init__(self, vector_field: Callable[..., Array], *, dim: int,
                  t1: float = 1.0, trace: str = "exact", noise: str = "rademacher",
@@ -136,26 +132,13 @@ class CNF(eqx.Module):
             raise ValueError(f"`trace`={trace!r} is not one of: {', '.join(_TRACES)}.")
         if noise not in _NOISES:
             raise ValueError(f"`noise`={noise!r} is not one of: {', '.join(_NOISES)}.")
-        if isinstance(solver, str):
-            check_choice("solver", solver.lower(), SOLVERS)
-        if isinstance(adjoint, str):
-            check_choice("adjoint", adjoint.lower(), ADJOINTS)
-        check_positive("rtol", rtol)
-        check_positive("atol", atol)
-        if (isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral)
-                or max_steps < 1):
-            raise ValueError(
-                f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        self.config = configure(solver=solver, adjoint=adjoint, rtol=rtol, atol=atol,
+                                max_steps=max_steps)
         self.vector_field = vector_field
         self.dim = dim
         self.t1 = float(t1)
         self.trace = trace
         self.noise = noise
-        self.solver = solver
-        self.rtol = float(rtol)
-        self.atol = float(atol)
-        self.adjoint = adjoint
-        self.max_steps = int(max_steps)
 
     def _points(self, x: Array, name: str) -> tuple[Array, bool]:
         x = jnp.asarray(x)
@@ -170,11 +153,9 @@ class CNF(eqx.Module):
                 f"{tuple(jnp.shape(x))}.")
         return x, single
 
-    def _solve(self, f, y0, args, adjoint=None):
+    def _solve(self, f, y0, args):
         ts = jnp.array([0.0, self.t1], dtype=jax.tree_util.tree_leaves(y0)[0].dtype)
-        return solve(f, y0, ts, args, solver=self.solver, rtol=self.rtol,
-                     atol=self.atol, adjoint=self.adjoint if adjoint is None else
-                     adjoint, max_steps=self.max_steps)
+        return solve_with(self.config, f, y0, ts, args)
 
     def inverse(self, x: Array, key: PRNGKeyArray | None = None, *,
                 args: Any = None) -> tuple[Array, Array]:

@@ -14,7 +14,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -22,9 +21,9 @@ import jax.tree_util as jtu
 import numpy as np
 from jaxtyping import Array, PyTree
 
-from .._errors import check_choice, check_field, check_positive
-from .._solve import SOLVERS, Solution, _resolve_adjoint, solve
-from .._solvers import AbstractStepper
+from .._errors import check_field
+from .._engine import Config, configure, solve_with
+from .._solution import Solution
 
 __all__ = ["NeuralODE", "NFECounter"]
 
@@ -177,12 +176,7 @@ class NeuralODE(eqx.Module):
 
     vector_field: Callable[..., PyTree]
     t1: float = eqx.field(static=True)
-    solver: Any = eqx.field(static=True)
-    rtol: float = eqx.field(static=True)
-    atol: float = eqx.field(static=True)
-    adjoint: Any = eqx.field(static=True)
-    dt: float | None = eqx.field(static=True)
-    max_steps: int = eqx.field(static=True)
+    config: Config
     counter: NFECounter | None = eqx.field(static=True)
 
     def __init__(
@@ -202,23 +196,10 @@ class NeuralODE(eqx.Module):
         t1 = float(t1)
         if not t1 > 0:
             raise ValueError(f"`t1` must be > 0, got {t1!r}.")
-        if isinstance(solver, str):
-            check_choice("solver", solver.lower(), SOLVERS)
-        _resolve_adjoint(adjoint)  # checks names and instances alike
-        check_positive("rtol", rtol)
-        check_positive("atol", atol)
-        check_positive("dt", dt)
-        if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(
-                f"`max_steps` must be a positive integer, got {max_steps!r}.")
+        self.config = configure(solver=solver, adjoint=adjoint, rtol=rtol, atol=atol,
+                                dt=dt, max_steps=max_steps)
         self.vector_field = vector_field
         self.t1 = t1
-        self.solver = solver.lower() if isinstance(solver, str) else solver
-        self.rtol = float(rtol)
-        self.atol = float(atol)
-        self.adjoint = adjoint.lower() if isinstance(adjoint, str) else adjoint
-        self.dt = None if dt is None else float(dt)
-        self.max_steps = max_steps
         if isinstance(count_nfe, NFECounter):
             self.counter = count_nfe
         else:
@@ -227,13 +208,10 @@ class NeuralODE(eqx.Module):
     @property
     def fixed_step(self) -> bool:
         """True for a fixed-step solver (`"euler"`, `"rk4"`, ..., a jaxode stepper)."""
-        solver = SOLVERS[self.solver]() if isinstance(self.solver, str) else self.solver
-        return isinstance(solver, AbstractStepper)
+        return self.config.fixed_step
 
     def _field(self) -> _Field:
-        forward_mode = self.adjoint == "forward" or isinstance(
-            self.adjoint, diffrax.ForwardMode)
-        return _Field(self.counter, not forward_mode)
+        return _Field(self.counter, not self.config.forward_mode)
 
     def solve(self, y0: PyTree, ts: Array | None = None, args: Any = None, *,
               rtol=None, atol=None, throw: bool = True) -> Solution:
@@ -247,13 +225,9 @@ class NeuralODE(eqx.Module):
             # NumPy, so the times stay concrete under `jit` (a fixed-step solve
             # with `dt` counts its steps from them)
             ts = np.array([0.0, self.t1], dtype=jnp.result_type(float))
-        adjoint = self.adjoint  # fixed-step solvers honour it too (backsolve included)
-        return solve(
-            self._field(), y0, ts, (self.vector_field, args), solver=self.solver,
-            dt=self.dt, rtol=self.rtol if rtol is None else rtol,
-            atol=self.atol if atol is None else atol, adjoint=adjoint,
-            max_steps=self.max_steps, throw=throw,
-        )
+        config = self.config.with_tolerances(rtol, atol).replace(throw=throw)
+        # fixed-step solvers honour the adjoint too (backsolve included)
+        return solve_with(config, self._field(), y0, ts, (self.vector_field, args))
 
     def __call__(self, y0: PyTree, ts: Array | None = None, args: Any = None, *,
                  rtol=None, atol=None) -> PyTree:

@@ -1,0 +1,145 @@
+"""The solve engine: one validator behind every entry point, adjoints as objects."""
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxode as jo
+from jaxode._engine import Config, configure
+from jaxode._fixed import (
+    FixedAdjoint,
+    FixedBacksolve,
+    FixedDirect,
+    FixedForward,
+    FixedRecursive,
+)
+from jaxode.nn import CNF, NeuralODE
+
+from conftest import LinearField as Linear
+
+A = jnp.array([[-0.1, 2.0], [-2.0, -0.1]])
+TS = np.linspace(0.0, 1.0, 5)
+
+
+def _decay(t, y, args):
+    return -args * y
+
+
+def _entry_points():
+    """Each public entry point that takes solve options, as a function of them."""
+    return {
+        "solve": lambda **kw: jo.solve(_decay, jnp.ones(2), TS, 1.0, **kw),
+        "ensemble": lambda **kw: jo.ensemble(_decay, jnp.ones((3, 2)), TS, 1.0, **kw),
+        "NeuralODE": lambda **kw: NeuralODE(Linear(A), **kw),
+        "CNF": lambda **kw: CNF(Linear(A), dim=2, **kw),
+    }
+
+
+BAD = [
+    (dict(solver="nope"), "`solver`='nope' is not one of the valid names"),
+    (dict(solver=3), "`solver`=3 is neither a solver name"),
+    (dict(adjoint="nope"), "`adjoint`='nope' is not one of the valid names"),
+    (dict(adjoint=object()), "is neither an adjoint name"),
+    (dict(solver="rk4", adjoint=diffrax.ImplicitAdjoint()),
+     "is not supported by fixed-step solvers"),
+    (dict(max_steps=0), "`max_steps` must be a positive integer, got 0"),
+    (dict(rtol=-1.0), "`rtol` must be > 0, got -1.0"),
+    (dict(atol="1e-6"), "`atol` must be a number"),
+]
+
+
+@pytest.mark.parametrize("entry", ["solve", "ensemble", "NeuralODE", "CNF"])
+@pytest.mark.parametrize("options,message", BAD)
+def test_every_entry_point_checks_options_the_same_way(entry, options, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        _entry_points()[entry](**options)
+
+
+def test_configure_resolves_names_to_objects_once():
+    adaptive = configure(solver="dopri5", adjoint="backsolve")
+    assert isinstance(adaptive.solver, diffrax.Dopri5)
+    assert isinstance(adaptive.adjoint, diffrax.BacksolveAdjoint)
+    for name, cls in [("recursive", FixedRecursive), ("backsolve", FixedBacksolve),
+                      ("direct", FixedDirect), ("forward", FixedForward)]:
+        fixed = configure(solver="rk4", adjoint=name)
+        assert isinstance(fixed.solver, jo.RK4) and type(fixed.adjoint) is cls
+    # a diffrax adjoint means the same for a fixed-step solver
+    for adjoint, cls in [(diffrax.RecursiveCheckpointAdjoint(), FixedRecursive),
+                         (diffrax.BacksolveAdjoint(), FixedBacksolve),
+                         (diffrax.DirectAdjoint(), FixedDirect),
+                         (diffrax.ForwardMode(), FixedForward)]:
+        assert type(configure(solver="rk4", adjoint=adjoint).adjoint) is cls
+    # the models hold the configuration they were checked with
+    model = NeuralODE(Linear(A), solver="rk4", adjoint="backsolve")
+    assert isinstance(model.config, Config) and model.fixed_step
+    assert isinstance(model.config.adjoint, FixedBacksolve)
+    assert isinstance(CNF(Linear(A), dim=2).config.solver, diffrax.Dopri5)
+
+
+def test_configure_rejects_option_combinations():
+    with pytest.raises(ValueError, match="pass `dt` or `substeps`, not both"):
+        configure(solver="rk4", dt=0.1, substeps=2)
+    with pytest.raises(ValueError, match="`substeps`=2 is for fixed-step solvers"):
+        configure(solver="tsit5", substeps=2)
+    with pytest.raises(ValueError, match="`dense` must be True or False"):
+        configure(dense="yes")
+    with pytest.raises(ValueError, match="does not support `dense=True`"):
+        configure(solver="rk4", adjoint="backsolve", dense=True)
+    with pytest.raises(ValueError, match="`dt` is required"):
+        configure(solver=diffrax.Euler())
+
+
+@pytest.mark.parametrize("name,obj", [("recursive", FixedRecursive()),
+                                      ("backsolve", FixedBacksolve()),
+                                      ("direct", FixedDirect())])
+def test_fixed_adjoint_object_equals_its_name(name, obj):
+    """The name is an alias of the object: the same solution and gradient."""
+    ts = np.linspace(0.0, 2.0, 9)
+
+    def loss(k, adjoint):
+        ys = jo.solve(_decay, jnp.array([1.0, 2.0]), ts, k, solver="rk4", dt=0.05,
+                      adjoint=adjoint).ys
+        return jnp.sum(ys ** 2)
+
+    by_name = jax.value_and_grad(loss)(0.7, name)
+    by_object = jax.value_and_grad(loss)(0.7, obj)
+    np.testing.assert_allclose(by_object, by_name, rtol=1e-12)
+    # and the gradient is right: d/dk of sum_i sum_j y0_j^2 exp(-2 k t_i)
+    exact = -np.sum(5.0 * 2 * ts * np.exp(-2 * 0.7 * ts))
+    np.testing.assert_allclose(by_name[1], exact, rtol=1e-5)
+
+
+def test_fixed_adjoints_run_their_own_loops():
+    """The objects differ in their loops, not in a string compared elsewhere: the
+    recursive one keeps block starts (√n scan), the backsolve one a custom VJP."""
+    def grad_jaxpr(adjoint):
+        def loss(y0):
+            return jnp.sum(jo.solve(_decay, y0, np.linspace(0, 1, 3), 1.0,
+                                    solver="rk4", substeps=64, adjoint=adjoint).ys)
+        return str(jax.make_jaxpr(jax.grad(loss))(jnp.ones(2)))
+
+    direct, recursive, backsolve = (grad_jaxpr(a) for a in
+                                    (FixedDirect(), FixedRecursive(), FixedBacksolve()))
+    assert "custom_vjp" not in direct
+    assert "custom_vjp" in recursive and "custom_vjp" in backsolve
+    assert recursive != backsolve
+    assert issubclass(FixedRecursive, FixedAdjoint)
+
+
+def test_forward_mode_through_a_fixed_step_neural_ode():
+    """`adjoint="forward"` keeps its meaning for fixed steps: `jax.jacfwd` works
+    through a counting model (no custom VJP in the way)."""
+    model = NeuralODE(Linear(A), solver="rk4", dt=0.01, adjoint="forward",
+                      count_nfe=True)
+    jac = jax.jacfwd(lambda y0: model(y0))(jnp.array([1.0, 0.0]))
+    np.testing.assert_allclose(jac, jax.scipy.linalg.expm(A), rtol=1e-6)
+
+
+def test_per_call_tolerances_are_checked():
+    model = NeuralODE(Linear(A))
+    with pytest.raises(ValueError, match="`rtol` must be > 0, got -1"):
+        model.solve(jnp.ones(2), rtol=-1.0)
+    np.testing.assert_allclose(model.solve(jnp.ones(2), rtol=1e-8, atol=1e-8).ys[-1],
+                               jax.scipy.linalg.expm(A) @ jnp.ones(2), rtol=1e-6)
