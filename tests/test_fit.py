@@ -259,13 +259,16 @@ def test_converged_when_no_step_can_lower_the_loss_beyond_its_rounding():
     Newton step from it would lower the loss by less than 16 roundings of the loss
     (a float32 loss through an adaptive solve is smooth only to the solver's
     tolerance), and not otherwise."""
+    from jaxode._fit._noise import resolve_noise
     from jaxode._fit._stats import converged
+
+    likelihood = resolve_noise("poisson", None, 1)  # a likelihood, not least squares
 
     def check(grad, dtype):
         g = np.array([grad])
         info = np.array([[10.0]])  # first-order test: |g| <= 1e-3 sqrt(10) = 3.2e-3
         return converged(g, info, np.ones((1, 1)), np.zeros(1), np.zeros(1), 60.0,
-                         "nll", dtype, curvature=info)
+                         likelihood, dtype, curvature=info)
 
     assert check(1e-3, np.float64) and check(1e-3, np.float32)  # first-order test
     # predicted decrease 0.5 * 0.01**2 / 10 = 5e-6: below 16 float32 roundings of
