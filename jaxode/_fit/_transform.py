@@ -38,9 +38,9 @@ class Transform(eqx.Module):
     `log`, `log10` mark the numbers on those scales; the others are linear, in units
     of `unit`. Index it (`transform[j]`, `transform[:n]`) for some of the numbers."""
 
-    log: Bool[Array, "n"]
-    log10: Bool[Array, "n"]
-    unit: Float[Array, "n"]
+    log: Bool[Array, "..."]
+    log10: Bool[Array, "..."]
+    unit: Float[Array, "..."]
 
     @classmethod
     def of(cls, scales: Sequence[Scale], unit) -> "Transform":
