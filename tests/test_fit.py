@@ -259,13 +259,16 @@ def test_converged_when_no_step_can_lower_the_loss_beyond_its_rounding():
     Newton step from it would lower the loss by less than 16 roundings of the loss
     (a float32 loss through an adaptive solve is smooth only to the solver's
     tolerance), and not otherwise."""
+    from jaxode._fit._noise import resolve_noise
     from jaxode._fit._stats import converged
+
+    likelihood = resolve_noise("poisson", None, 1)  # a likelihood, not least squares
 
     def check(grad, dtype):
         g = np.array([grad])
         info = np.array([[10.0]])  # first-order test: |g| <= 1e-3 sqrt(10) = 3.2e-3
         return converged(g, info, np.ones((1, 1)), np.zeros(1), np.zeros(1), 60.0,
-                         "nll", dtype, curvature=info)
+                         likelihood, dtype, curvature=info)
 
     assert check(1e-3, np.float64) and check(1e-3, np.float32)  # first-order test
     # predicted decrease 0.5 * 0.01**2 / 10 = 5e-6: below 16 float32 roundings of
@@ -390,3 +393,21 @@ def test_result_keeps_the_order_of_params0_and_gives_plain_floats():
     table = repr(res).splitlines()
     assert [line.split()[0] for line in table[2:]] == list(COMPETITION_GUESS)
     assert "95 % interval" in table[1] and f"[{lo:.4g}, {hi:.4g}]" in table[4]
+
+
+def test_the_transform_maps_each_scale_both_ways_with_its_slope():
+    from jaxode._fit._transform import Scale, Transform
+
+    t = Transform.of([Scale.LIN, Scale.LOG, Scale.LOG10], [2.0, 1.0, 1.0])
+    x = np.array([3.0, 0.5, 200.0])
+    u = t.to_u(x)
+    np.testing.assert_allclose(u, [1.5, np.log(0.5), np.log10(200.0)], rtol=1e-15)
+    np.testing.assert_allclose(t.from_u(u), x, rtol=1e-15)
+    np.testing.assert_allclose(t.from_u(jnp.asarray(u), jnp), x, rtol=1e-15)
+    h = 1e-6
+    slope = (t.from_u(u + h) - t.from_u(u - h)) / (2 * h)
+    np.testing.assert_allclose(t.slope(x), slope, rtol=1e-8)
+    assert t[1:].scales() == [Scale.LOG, Scale.LOG10]
+    lo, hi = t.u_bounds(np.array([-1.0, 0.0, 1.0]), np.array([4.0, 1.0, 1e3]))
+    np.testing.assert_allclose(lo, [-0.5, -np.inf, 0.0])
+    np.testing.assert_allclose(hi, [2.0, 0.0, 3.0])

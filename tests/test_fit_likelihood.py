@@ -8,6 +8,7 @@ model only).
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -329,3 +330,113 @@ def test_a_saved_result_round_trips_its_estimates(tmp_path):
     with pytest.raises(RuntimeError, match="loaded from a file"):
         back.predict(TS)
     assert not list(tmp_path.glob("*.tmp"))  # written atomically, nothing left over
+
+
+def _fields_equal(a, b):
+    """Every saved field of two results is equal: same structure, dtypes, values."""
+    from jaxode._fit._result import _ARRAYS, _VALUES
+
+    for name in _ARRAYS:
+        x, y = getattr(a, name), getattr(b, name)
+        assert jax.tree_util.tree_structure(x) == jax.tree_util.tree_structure(y), name
+        if isinstance(x, dict):
+            assert list(x) == list(y), name
+        for u, v in zip(jax.tree_util.tree_leaves(x), jax.tree_util.tree_leaves(y)):
+            assert np.asarray(u).dtype == np.asarray(v).dtype, name
+            np.testing.assert_array_equal(u, v, err_msg=name)
+    for name in _VALUES:
+        assert getattr(a, name) == getattr(b, name), name
+    assert a._transform.scales() == b._transform.scales()
+    np.testing.assert_array_equal(a._transform.unit, b._transform.unit)
+    assert a.mode == b.mode
+    assert b.confint(0.9) == a.confint(0.9) and repr(b) == repr(a)
+
+
+@pytest.mark.parametrize("sigma", ["estimate", 2.0])
+def test_a_saved_result_round_trips_every_field(tmp_path, dtype, sigma):
+    ys = jnp.asarray(draw("normal", np.random.default_rng(9)))
+    res = fit_decay(np.asarray(ys), "normal", sigma=sigma, fit_y0=True)
+    assert res.params["k"].dtype == dtype
+    path = tmp_path / "fit.jaxode"
+    res.save(path)
+    raw = path.read_bytes()
+    assert not raw.startswith(b"\x80") and b"jaxode._fit" not in raw  # no pickle
+    back = jaxode.FitResult.load(path)
+    _fields_equal(res, back)
+    with pytest.raises(RuntimeError, match="loaded from a file"):
+        back.profile("k")
+    path.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match="damaged"):
+        jaxode.FitResult.load(path)
+
+
+def test_a_result_pickled_by_the_previous_version_still_loads(tmp_path, monkeypatch):
+    """The previous version pickled the result's attributes, with its context as
+    named tuples of private modules; `load` reads such a file."""
+    import functools
+    import pickle
+    from typing import Any, NamedTuple
+
+    from jaxode._fit import _data, _front, _problem, _result
+
+    res = fit_decay(draw("lognormal", np.random.default_rng(3)), "lognormal")
+
+    class FitResult:  # what the previous version's pickle refers to
+        pass
+
+    class ParamSpec(NamedTuple):
+        flat0: Any
+        kind: Any
+        unit: Any
+        lo: Any
+        hi: Any
+        labels: Any
+
+    class _Context(NamedTuple):
+        prob: Any
+        spec: Any
+        n_y0: Any
+        y0_unit: Any
+        lo: Any
+        hi: Any
+        loop: Any
+        dtype: Any
+        unflatten: Any
+        predictor: Any
+
+    for module, cls in ((_result, FitResult), (_data, ParamSpec), (_front, _Context)):
+        cls.__module__, cls.__qualname__ = module.__name__, cls.__name__
+        monkeypatch.setattr(module, cls.__name__, cls, raising=False)
+    old = FitResult()
+    fields = {name: getattr(res, name) for name in (
+        "params", "y0", "sigma", "dispersion", "losses", "loss", "nll", "aic", "bic",
+        "stderr", "y0_stderr", "cov", "n_obs", "n_params", "dof", "converged",
+        "message", "opt_steps", "starts_losses", "noise", "mode", "_v", "_se_v",
+        "_se_nat")}
+    n_p = len(res.params)
+    kind = np.array([1 if s.value == "log" else 0 for s in res._transform.scales()[:n_p]])
+    leaves = jax.tree_util.tree_leaves(res.params)
+    spec = ParamSpec(res._v[:n_p], kind, res._transform.unit[:n_p], None, None, None)
+    unflatten = functools.partial(_problem.unflatten,
+                                  jax.tree_util.tree_structure(res.params),
+                                  tuple(x.shape for x in leaves), leaves[0].dtype)
+    vars(old).update(fields, _labels=list(res._labels),
+                     _row_order=list(res._row_order),
+                     _ctx=_Context(None, spec, 0, np.zeros(0), res._lo, res._hi, None,
+                                   leaves[0].dtype, unflatten, None))
+    path = tmp_path / "old.pkl"
+    with open(path, "wb") as fh:
+        pickle.dump(old, fh)
+    monkeypatch.undo()
+
+    back = jaxode.FitResult.load(path)
+    _fields_equal(res, back)
+    with pytest.raises(RuntimeError, match="loaded from a file"):
+        back.predict(TS)
+    back.save(tmp_path / "new.jaxode")  # converted: saved again in the new format
+    _fields_equal(res, jaxode.FitResult.load(tmp_path / "new.jaxode"))
+
+    with open(path, "wb") as fh:  # a pickle of something else: a clear error
+        pickle.dump({"params": 1}, fh)
+    with pytest.raises(ValueError, match="not a FitResult that an earlier jaxode"):
+        jaxode.FitResult.load(path)

@@ -1,11 +1,15 @@
 """`fit`: recover ODE parameters from sparse, noisy observations by maximum likelihood.
 
-One file per job: `_data` (input checks, scales, bounds, experiments), `_likelihood`
-(noise models), `_problem` (the problem as an `equinox.Module`), `_shooting`,
-`_loop` (the compiled optimiser and Gauss–Newton loop), `_stats` (covariance,
-intervals, profiles), `_result` (`FitResult`) and `_front` (`fit`).
+One file per job: `_data` (input checks, bounds, experiments), `_transform` (scales
+and the one map between natural values and optimiser coordinates), `_likelihood`
+(distributions), `_noise` (noise models: how the observations are scored),
+`_problem` (the problem as an `equinox.Module`), `_shooting`, `_loop` (the compiled
+optimiser and Gauss–Newton loop), `_stats` (quantiles, covariance, convergence),
+`_profile` (profile likelihoods), `_result` (`FitResult`), `_save` (its file format)
+and `_front` (`fit`).
 """
 
 from ._front import fit as fit
+from ._profile import Profile as Profile
 from ._result import FitResult as FitResult
-from ._stats import Profile as Profile, t_quantile as t_quantile
+from ._stats import t_quantile as t_quantile

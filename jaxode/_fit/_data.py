@@ -10,8 +10,7 @@ import jax.tree_util as jtu
 import numpy as np
 
 from .._errors import check_times, short
-
-SCALES = {"lin": 0, "log": 1, "log10": 2}
+from ._transform import Scale, Transform, unit_of
 
 
 def check_params(params0):
@@ -52,14 +51,18 @@ def element_labels(tree) -> list[str]:
 
 
 class ParamSpec(NamedTuple):
-    """Per number of the flattened `params0`: scale kind, relative unit, bounds."""
+    """Per number of the flattened `params0`: its start, scale, bounds and label."""
 
     flat0: np.ndarray
-    kind: np.ndarray  # 0 lin, 1 log, 2 log10
-    unit: np.ndarray  # lin parameters are optimised in units of |params0|
+    scales: tuple  # a `Scale` per number
     lo: np.ndarray  # bounds in natural units (-inf/inf when none)
     hi: np.ndarray
     labels: list
+
+    @property
+    def transform(self) -> Transform:
+        """Linear parameters are optimised in units of |params0|."""
+        return Transform.of(self.scales, unit_of(self.flat0))
 
 
 def _per_leaf(option, params0, what, default, convert):
@@ -96,13 +99,15 @@ def param_spec(params0, positive, scale, bounds) -> ParamSpec:
         return bool(b)
 
     def as_scale(s, name):
-        if s not in SCALES:
-            raise ValueError(f"`scale` for {name!r} is {short(s)}; choose one of "
-                             f"{', '.join(map(repr, SCALES))}.")
-        return SCALES[s]
+        try:
+            return Scale(s)
+        except (ValueError, TypeError):
+            raise ValueError(
+                f"`scale` for {name!r} is {short(s)}; choose one of "
+                f"{', '.join(repr(c.value) for c in Scale)}.") from None
 
     pos = _per_leaf(positive, params0, "positive", False, as_bool)
-    kinds = [1 if p else 0 for p in pos]
+    kinds = [Scale.LOG if p else Scale.LIN for p in pos]
     if scale is not None:
         given = _per_leaf(scale, params0, "scale", None,
                           lambda s, n: None if s is None else as_scale(s, n))
@@ -127,53 +132,26 @@ def param_spec(params0, positive, scale, bounds) -> ParamSpec:
             raise ValueError(f"`bounds[{name!r}]`=({low}, {high}): low must be < high.")
         lo.append(low)
         hi.append(high)
-    kind = np.concatenate([np.full(n, k) for n, k in zip(sizes, kinds)])
+    scales = tuple(k for n, k in zip(sizes, kinds) for _ in range(n))
     lo = np.concatenate([np.full(n, v) for n, v in zip(sizes, lo)])
     hi = np.concatenate([np.full(n, v) for n, v in zip(sizes, hi)])
     labels = element_labels(params0)
     for i, label in enumerate(labels):
-        if kind[i] and flat0[i] <= 0:
-            which = "positive=True" if kind[i] == 1 and scale is None else \
-                f"scale '{[k for k, v in SCALES.items() if v == kind[i]][0]}'"
+        on_log = scales[i] is not Scale.LIN
+        if on_log and flat0[i] <= 0:
+            which = "positive=True" if scales[i] is Scale.LOG and scale is None else \
+                f"scale '{scales[i].value}'"
             raise ValueError(
                 f"`params0['{label}']`={float(flat0[i])!r} with {which} is not > 0; a "
                 "parameter fitted on log scale needs a positive start.")
-        if kind[i] and -np.inf < lo[i] < 0:
+        if on_log and -np.inf < lo[i] < 0:
             raise ValueError(f"`bounds['{label}']` low={lo[i]} < 0 for a parameter on "
                              "log scale, which is positive.")
         if not lo[i] <= flat0[i] <= hi[i]:
             raise ValueError(
                 f"`params0['{label}']`={float(flat0[i])!r} lies outside its `bounds` "
                 f"({lo[i]}, {hi[i]}).")
-    unit = unit_of(flat0)
-    return ParamSpec(flat0, kind, unit, lo, hi, labels)
-
-
-def unit_of(x) -> np.ndarray:
-    """The unit a number is optimised in: its own size (1 for a zero)."""
-    x = np.asarray(x)
-    return np.where(x != 0, np.abs(x), 1.0)
-
-
-def to_u(spec: ParamSpec, flat, xp=np):
-    """Natural values -> optimiser coordinates (`xp` is NumPy or jax.numpy)."""
-    safe = xp.where(spec.kind > 0, flat, 1.0)
-    return xp.where(spec.kind == 1, xp.log(safe),
-                    xp.where(spec.kind == 2, xp.log10(safe), flat / spec.unit))
-
-
-def from_u(spec: ParamSpec, u, xp=np):
-    return xp.where(spec.kind == 1, xp.exp(xp.where(spec.kind == 1, u, 0.0)),
-                    xp.where(spec.kind == 2, 10.0 ** xp.where(spec.kind == 2, u, 0.0),
-                             u * spec.unit))
-
-
-def u_bounds(spec: ParamSpec):
-    """The bounds in optimiser coordinates (a log-scale bound at 0 is -inf)."""
-    with np.errstate(divide="ignore"):
-        lo = to_u(spec, np.where(spec.kind > 0, np.maximum(spec.lo, 0.0), spec.lo))
-        hi = to_u(spec, spec.hi)
-    return np.where(np.isnan(lo), -np.inf, lo), hi
+    return ParamSpec(flat0, scales, lo, hi, labels)
 
 
 # ----------------------------------------------------------------- experiments
@@ -231,8 +209,8 @@ def _group(ts, ys, y0, mask, t0, args, where, allow_batch):
         raise ValueError(
             f"observation times `{where}ts` start at {ts[0]}, before the start time "
             f"`t0`={t0} of the solve; every observation must satisfy ts >= t0.")
-    return Group(ts, ys3, observed, y0.reshape(ys3.shape[0], -1), t0, args,
-                 where), single
+    return Group(ts=ts, ys=ys3, observed=observed, y0=y0.reshape(ys3.shape[0], -1),
+                 t0=t0, args=args, where=where), single
 
 
 _EXPERIMENT_KEYS = {"ts", "ys", "y0", "mask", "t0", "args"}

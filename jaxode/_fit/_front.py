@@ -1,5 +1,6 @@
-"""`fit`: the front door. Checks the input, builds the problem, runs the compiled
-loop and assembles the result."""
+"""`fit`: the front door. One function per job: check the input (`_check_inputs`),
+build the problem (`_build`), spread the starts (`_starts`), run the optimiser and
+its Gauss–Newton polish (`_optimise`), and assemble the result (`_assemble`)."""
 
 import dataclasses
 import functools
@@ -16,181 +17,40 @@ import numpy as np
 import optax
 
 from .._sharding import member_mesh, pad, padded_size, split
-from .._errors import check_times, short
+from .._errors import short
 from .._engine import resolve_solver
 from . import _shooting, _stats
-from ._data import (check_params, param_spec, prepare_groups, to_u, u_bounds,
-                    unit_of)
-from ._likelihood import check_sigma, get_noise
+from ._data import check_params, element_labels, param_spec, prepare_groups
 from ._loop import MAX_BAD, default_optimizer, make_loop, run_loop
+from ._noise import NoiseModel, Observations, resolve_noise
 from ._problem import GroupData, Problem, resolve_args, unflatten
-from ._result import FitResult, in_order_of, labels_for
+from ._result import FitResult, FittedModel, in_order_of
+from ._transform import Scale, Transform, unit_of
 
 
-class _Context(NamedTuple):
-    """What a result needs after the fit: the problem, the transforms, the loop
-    settings (for profiles) and a predictor."""
+class _Inputs(NamedTuple):
+    """The checked input of `fit`."""
 
-    prob: Any
-    spec: Any
-    n_y0: int
-    y0_unit: np.ndarray
+    params0: Any  # floating-point arrays, flattening order
+    spec: Any  # a `_data.ParamSpec`
+    groups: list  # `_data.Group`s
+    single: bool  # one trajectory given as (T, K)
+    noise: NoiseModel
+    n_polish: int
+    optimizer: optax.GradientTransformation
+
+
+class _Built(NamedTuple):
+    """The problem and the optimiser's view of it: the transform of `v` (host
+    arrays), its start and bounds, and the flat data."""
+
+    prob: Problem
+    transform: Transform
+    v0: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
-    loop: Any  # the compiled single-shooting loop, reused by profiles
-    dtype: Any
-    unflatten: Callable
-    predictor: Callable
-
-
-def _grid(g, fit_y0, observe):
-    at_t0 = g.ts[0] == g.t0
-    grid = g.ts if at_t0 else np.concatenate([[g.t0], g.ts])
-    obs_index = np.arange(len(g.ts)) + (0 if at_t0 else 1)
-    observed = g.observed.copy()
-    if at_t0 and not fit_y0 and observe is None:
-        observed[:, 0, :] = False  # the given y0: these residuals cannot change
-    return grid, obs_index, observed
-
-
-def _check_observe(observe, params0, groups):
-    """The number of observables `h` returns, checked against `ys`."""
-    g = groups[0]
-    k = g.ys.shape[2]
-    if observe is None:
-        if k != g.y0.shape[1]:
-            raise ValueError(
-                f"`{g.where}ys` has {k} columns but `{g.where}y0` has {g.y0.shape[1]} "
-                "states; without `observe` every state is observed. Pass "
-                "observe=h(t, y, params) returning the observed quantities.")
-        return
-    if not callable(observe):
-        raise ValueError(f"`observe`={short(observe)} must be a function "
-                         "h(t, y, params) -> observables.")
-    p = resolve_args(params0, g.args)
-    try:
-        out = jax.eval_shape(lambda t, y: jnp.asarray(observe(t, y, p)),
-                             jnp.asarray(g.ts[0]), jnp.asarray(g.y0[0]))
-    except Exception as e:
-        raise ValueError(
-            f"`observe` failed when called as h(t, y, params): {type(e).__name__}: "
-            f"{e}") from e
-    if out.shape != (k,):
-        raise ValueError(
-            f"`observe` returns shape {out.shape} for one time, but `{g.where}ys` has "
-            f"{k} columns (shape {g.ys.shape[1:]}); h(t, y, params) must return "
-            f"shape ({k},), one value per column of `ys`.")
-
-
-def _build(f, params0, spec, groups, observe, noise, sigma, fit_y0, solver,
-           solve_kwargs, adjoint, dtype):
-    k = groups[0].ys.shape[2]
-    mode, sigma_known = check_sigma(sigma, noise, k)
-    gdata, data, observed = [], [], []
-    for g in groups:
-        grid, obs_index, obs = _grid(g, fit_y0, observe)
-        noise.check(g.ys, obs, f"`{g.where}ys`")
-        unit = unit_of(g.y0)
-        gdata.append(GroupData(tuple(grid.tolist()), tuple(obs_index.tolist()),
-                               jnp.asarray(g.ts, dtype), jnp.asarray(g.y0, dtype),
-                               jnp.asarray(unit, dtype), _as_arrays(g.args, dtype)))
-        data.append(np.where(obs, g.ys, 1.0).reshape(-1))
-        observed.append(obs.reshape(-1))
-    data, observed = np.concatenate(data), np.concatenate(observed)
-    if not observed.any():
-        raise ValueError(
-            "every observation is missing (NaN or masked out), apart from any at t0, "
-            "which equal the given `y0` when fit_y0=False; there is nothing to fit.")
-    leaves = jtu.tree_leaves(params0)
-    n_y0 = sum(g.y0.size for g in groups) if fit_y0 else 0
-    n_noise = k if mode == "estimate" else 0
-    prob = Problem(
-        f, observe, solver, solve_kwargs, jnp.asarray(spec.kind),
-        jnp.asarray(spec.unit, dtype), tuple(gdata), jnp.asarray(data, dtype),
-        jnp.asarray(observed), jnp.asarray(np.tile(np.arange(k), data.size // k)),
-        None if sigma_known is None else jnp.asarray(sigma_known, dtype), noise, mode,
-        jtu.tree_structure(params0), tuple(jnp.shape(x) for x in leaves),
-        jnp.result_type(*leaves, float), k, spec.flat0.size, n_y0, n_noise, fit_y0,
-        adjoint)
-    return prob, data, observed
-
-
-def _as_arrays(args, dtype):
-    """Numbers in an experiment's `args` as arrays, so that other values of a dose
-    or a temperature reuse the compiled fit; strings (parameter names) stay."""
-    return jtu.tree_map(lambda a: a if isinstance(a, str) else jnp.asarray(a, dtype),
-                        args)
-
-
-def _initial_v(prob, spec, groups, data, observed):
-    v = [to_u(spec, spec.flat0)]
-    if prob.fit_y0:
-        v += [np.ravel(g.y0 / unit_of(g.y0)) for g in groups]
-    if prob.n_noise:
-        cols = np.tile(np.arange(prob.n_cols), data.size // prob.n_cols)
-        if prob.noise.scale_name == "dispersion":
-            s = np.full(prob.n_cols, math.log(10.0))
-        elif prob.noise.name == "lognormal":
-            s = np.full(prob.n_cols, math.log(0.3))
-        else:  # a tenth of each observable's typical size
-            s = np.array([math.log(0.1 * (np.sqrt(np.mean(data[observed & (cols == c)]
-                                                          ** 2)) or 1.0))
-                          if (observed & (cols == c)).any() else 0.0
-                          for c in range(prob.n_cols)])
-        v.append(s)
-    return np.concatenate(v)
-
-
-def _spread_starts(u0: np.ndarray, dtype, devices) -> jax.Array:
-    """The starts as one array split over a 1-D mesh of `devices` (this process's),
-    padded with copies of the last start to a multiple of the device count."""
-    mesh = member_mesh(devices)
-    foreign = [d for d in mesh.devices.flat if d.process_index != jax.process_index()]
-    if foreign:
-        raise ValueError(
-            f"`devices` must belong to this process (jax.local_devices()); "
-            f"{foreign[0]!r} belongs to process {foreign[0].process_index}. "
-            "For several hosts, run one fit per process.")
-    if mesh.size == 1 or u0.shape[0] == 1:
-        device = mesh.devices.flat[0]
-        if device == jax.devices()[0]:  # the default: leave placement to jit
-            return jnp.asarray(u0, dtype)
-        return jax.device_put(jnp.asarray(u0, dtype), device)
-    return jax.device_put(jnp.asarray(pad(u0, padded_size(u0.shape[0], mesh)), dtype),
-                          split(mesh))
-
-
-def _check_start(state):
-    if not np.isfinite(np.asarray(state.best_loss)).any():
-        raise ValueError(
-            "the loss at `params0` is not finite: the solve fails or `f` returns "
-            "NaN/inf there. Check `params0`, `y0` and `f` (or pass `positive=True` to "
-            "keep rates positive).")
-
-
-def _check_options(steps, polish, multistart, key, optimizer, solve_kwargs):
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-        raise ValueError(f"`steps` must be a non-negative integer, got {steps!r}.")
-    n_polish = 100 if polish is True else 0 if polish is False else polish
-    if not isinstance(n_polish, int) or n_polish < 0:
-        raise ValueError(f"`polish` must be a bool or an integer >= 0, got {polish!r}.")
-    for name in ("throw", "progress", "args"):
-        if name in solve_kwargs:
-            raise ValueError(f"`{name}` cannot be passed to `fit` as a solve option.")
-    if multistart is not None:
-        if not isinstance(multistart, int) or isinstance(multistart, bool) or (
-                multistart < 1):
-            raise ValueError(
-                f"`multistart` must be a positive integer, got {multistart!r}.")
-        if key is None:
-            raise ValueError("`multistart` needs a `key`, e.g. jax.random.key(0).")
-    if optimizer is None:
-        optimizer = default_optimizer(steps)
-    elif not isinstance(optimizer, optax.GradientTransformation):
-        raise ValueError(
-            f"`optimizer`={short(optimizer)} is not an optax GradientTransformation.")
-    return n_polish, optimizer
-
+    data: np.ndarray
+    observed: np.ndarray
 
 def fit(
     f: Callable,
@@ -298,65 +158,155 @@ def fit(
     `converged=False`.
     """
     order = params0  # a dict's key order, which flattening forgets
+    inputs = _check_inputs(
+        params0, positive=positive, scale=scale, bounds=bounds, ts=ts, ys=ys, y0=y0,
+        mask=mask, t0=t0, experiments=experiments, observe=observe, noise=noise,
+        sigma=sigma, steps=steps, polish=polish, multistart=multistart, key=key,
+        optimizer=optimizer, solve_kwargs=solve_kwargs)
+    solver = resolve_solver(solver)
+    user_adjoint = "adjoint" in solve_kwargs
+    dtype = jnp.result_type(float)
+    built = _build(f, inputs, observe=observe, fit_y0=fit_y0, solver=solver,
+                   solve_kwargs=solve_kwargs,
+                   adjoint=None if user_adjoint else "forward", dtype=dtype)
+    jac_mode = "bwd" if user_adjoint else "fwd"
+    n = int(built.observed.sum())
+    message = _warn_too_few(n, built.prob, fit_y0)
+    starts = _starts(built, multistart=multistart, key=key, devices=devices,
+                     dtype=dtype)
+    segments = _segments(shooting, built.prob, inputs.groups,
+                         experiments=experiments, fit_y0=fit_y0, observe=observe,
+                         solver=solver, dt=solve_kwargs.get("dt"))
+    state, losses, loop = _optimise(
+        built, starts, segments, optimizer=inputs.optimizer, steps=steps,
+        n_polish=inputs.n_polish, jac_mode=jac_mode, progress=progress)
+    n_starts = multistart or 1
+    state = jtu.tree_map(lambda a: np.asarray(a)[:n_starts], state)
+    model = FittedModel(prob=built.prob, loop=loop, groups=tuple(inputs.groups),
+                        single=inputs.single, dtype=dtype)
+    return _assemble(state, losses[:n_starts], built, inputs, model, order=order,
+                     n=n, message=message, steps=steps)
+
+
+def _check_inputs(params0, *, positive, scale, bounds, ts, ys, y0, mask, t0,
+                  experiments, observe, noise, sigma, steps, polish, multistart, key,
+                  optimizer, solve_kwargs) -> _Inputs:
+    """Every check of `fit`'s input that needs no compiling."""
     params0 = check_params(params0)
     spec = param_spec(params0, positive, scale, bounds)
     groups, single = prepare_groups(ts, ys, y0, mask, t0, experiments)
     n_polish, optimizer = _check_options(steps, polish, multistart, key, optimizer,
                                          solve_kwargs)
-    noise_model = get_noise(noise)
+    noise_model = resolve_noise(noise, sigma, groups[0].ys.shape[2])
     _check_observe(observe, params0, groups)
-    solver = resolve_solver(solver)
-    user_adjoint = "adjoint" in solve_kwargs
-    dtype = jnp.result_type(float)
-    prob, data, observed = _build(
-        f, params0, spec, groups, observe, noise_model, sigma, fit_y0, solver,
-        solve_kwargs, None if user_adjoint else "forward", dtype)
-    jac_mode = "bwd" if user_adjoint else "fwd"
-    v0 = _initial_v(prob, spec, groups, data, observed)
-    lo = np.full(v0.size, -np.inf)
-    hi = np.full(v0.size, np.inf)
-    lo[: prob.n_p], hi[: prob.n_p] = u_bounds(spec)
-    lo[prob.n_p + prob.n_y0:], hi[prob.n_p + prob.n_y0:] = -25.0, 25.0  # log noise
-    n = int(observed.sum())
-    message = _warn_too_few(n, prob, fit_y0)
+    return _Inputs(params0=params0, spec=spec, groups=groups, single=single,
+                   noise=noise_model, n_polish=n_polish, optimizer=optimizer)
 
+
+def _build(f, inputs, *, observe, fit_y0, solver, solve_kwargs, adjoint,
+           dtype) -> _Built:
+    """The problem, the transform of `v`, its start and its bounds."""
+    groups, spec, noise = inputs.groups, inputs.spec, inputs.noise
+    k = groups[0].ys.shape[2]
+    gdata, data, observed = [], [], []
+    for g in groups:
+        grid, obs_index, obs = _grid(g, fit_y0, observe)
+        noise.dist.check(g.ys, obs, f"`{g.where}ys`")
+        gdata.append(GroupData(grid=tuple(grid.tolist()),
+                               obs_index=tuple(obs_index.tolist()),
+                               t_obs=jnp.asarray(g.ts, dtype),
+                               y0=jnp.asarray(g.y0, dtype),
+                               args=_as_arrays(g.args, dtype)))
+        data.append(np.where(obs, g.ys, 1.0).reshape(-1))
+        observed.append(obs.reshape(-1))
+    data, observed = np.concatenate(data), np.concatenate(observed)
+    if not observed.any():
+        raise ValueError(
+            "every observation is missing (NaN or masked out), apart from any at t0, "
+            "which equal the given `y0` when fit_y0=False; there is nothing to fit.")
+    column = np.tile(np.arange(k), data.size // k)
+    y0s = [np.ravel(g.y0) for g in groups] if fit_y0 else []
+    y0_unit = np.concatenate([np.zeros(0)] + [unit_of(y) for y in y0s])
+    n_p, n_y0 = spec.flat0.size, y0_unit.size
+    transform = (spec.transform + Transform.of([Scale.LIN] * n_y0, y0_unit)
+                 + Transform.of([Scale.LOG] * noise.n_noise, np.ones(noise.n_noise)))
+    leaves = jtu.tree_leaves(inputs.params0)
+    prob = Problem(
+        f=f, h=observe, solver=solver, solve_kwargs=solve_kwargs,
+        transform=_as_arrays(transform, dtype), groups=tuple(gdata),
+        obs=Observations(data=jnp.asarray(data, dtype), observed=jnp.asarray(observed),
+                         column=jnp.asarray(column)),
+        noise=_as_arrays(noise, dtype), treedef=jtu.tree_structure(inputs.params0),
+        shapes=tuple(jnp.shape(x) for x in leaves),
+        dtype=jnp.result_type(*leaves, float), n_cols=k, n_p=n_p, n_y0=n_y0,
+        adjoint=adjoint)
+    v0 = np.concatenate([transform[: n_p + n_y0].to_u(np.concatenate([spec.flat0,
+                                                                        *y0s])),
+                         noise.initial_log_scale(data, observed, column)])
+    lo, hi = np.full(v0.size, -np.inf), np.full(v0.size, np.inf)
+    lo[:n_p], hi[:n_p] = transform[:n_p].u_bounds(spec.lo, spec.hi)
+    lo[n_p + n_y0:], hi[n_p + n_y0:] = -25.0, 25.0  # log noise
+    return _Built(prob=prob, transform=transform, v0=v0, lo=lo, hi=hi, data=data,
+                  observed=observed)
+
+
+def _as_arrays(tree, dtype):
+    """Numbers in `tree` as JAX arrays (floating point in `dtype`), so that other
+    values (a dose or a temperature in an experiment's `args`, a known sigma) reuse
+    the compiled fit; strings (parameter names) stay."""
+    def convert(a):
+        if isinstance(a, str):
+            return a
+        a = jnp.asarray(a)
+        return a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) else a
+    return jtu.tree_map(convert, tree)
+
+
+def _starts(built, *, multistart, key, devices, dtype) -> jax.Array:
+    """The starting points: `v0`, and with `multistart` others spread around it by
+    one unit in the optimiser coordinates of the parameters."""
+    v0, n_p = built.v0, built.prob.n_p
     n_starts = multistart or 1
     starts = np.broadcast_to(v0, (n_starts, v0.size)).copy()
     if n_starts > 1:
-        starts[1:, : prob.n_p] += np.asarray(
-            jax.random.normal(key, (n_starts - 1, prob.n_p)))
-        starts = np.clip(starts, lo, hi)
-    starts = _spread_starts(starts, dtype, devices)
+        starts[1:, :n_p] += np.asarray(jax.random.normal(key, (n_starts - 1, n_p)))
+        starts = np.clip(starts, built.lo, built.hi)
+    return _spread_starts(starts, dtype, devices)
 
-    if shooting is not None:
-        if len(groups) > 1 or experiments is not None:
-            raise ValueError("`shooting` works on one set of trajectories; it cannot be "
-                             "combined with `experiments`.")
-        g = groups[0]
-        grid, obs_index, obs = _grid(g, fit_y0, observe)
-        seg, s0 = _shooting.setup(shooting, grid, obs_index, g.ys, obs, g.y0, solver,
-                                  solve_kwargs.get("dt"), prob.dtype, observe is None)
-        prob_shoot = dataclasses.replace(prob, shooting=seg)
+
+def _segments(shooting, prob, groups, *, experiments, fit_y0, observe, solver, dt):
+    """For multiple shooting, the segment tables and the segment starts; else None."""
+    if shooting is None:
+        return None
+    if len(groups) > 1 or experiments is not None:
+        raise ValueError("`shooting` works on one set of trajectories; it cannot be "
+                         "combined with `experiments`.")
+    g = groups[0]
+    grid, obs_index, obs = _grid(g, fit_y0, observe)
+    return _shooting.setup(shooting, grid=grid, obs_index=obs_index, ys=g.ys,
+                           observed=obs, y0=g.y0, solver=solver, dt=dt,
+                           dtype=prob.dtype, observe_is_identity=observe is None)
+
+
+def _optimise(built, starts, segments, *, optimizer, steps, n_polish, jac_mode,
+              progress):
+    """Run the optimiser (first on the shooting problem, with `segments`) and the
+    Gauss–Newton polish. Returns the final state of every start, the losses and
+    the compiled single-shooting loop (which profiles reuse)."""
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=max(1, steps + n_polish), desc="fit", leave=False)
+    settings = dict(optimizer=optimizer, jac_mode=jac_mode)
     try:
         losses_shoot = None
-        steps_single = steps
-        if shooting is not None and steps:
-            sv = jnp.broadcast_to(jnp.asarray(s0, dtype), (starts.shape[0], s0.size))
-            loop = make_loop(prob_shoot, "shoot", optimizer, steps, 0, jac_mode,
-                             np.concatenate([lo, np.full(s0.size, -np.inf)]),
-                             np.concatenate([hi, np.full(s0.size, np.inf)]))
-            state, losses_shoot = run_loop(loop, jnp.concatenate([starts, sv], axis=1),
-                                           bar=bar)
-            _check_start(state)
-            starts = state.best_v[:, : v0.size]
-            steps_single = 0
-        loop = make_loop(prob, "single", optimizer, steps_single, n_polish, jac_mode,
-                         lo, hi)
+        if segments is not None and steps:
+            starts, losses_shoot = _shoot(built, starts, segments, steps=steps,
+                                          bar=bar, **settings)
+            steps = 0
+        loop = make_loop(built.prob, phase="single", steps=steps, n_polish=n_polish,
+                         lo=built.lo, hi=built.hi, **settings)
         state, losses = run_loop(loop, starts, bar=bar)
         _check_start(state)
     finally:
@@ -364,14 +314,112 @@ def fit(
             bar.close()
     if losses_shoot is not None:
         losses = np.concatenate([losses_shoot, losses], axis=1)
-    state = jtu.tree_map(lambda a: np.asarray(a)[:n_starts], state)
-    losses = losses[:n_starts]
-    ctx = _Context(prob, spec, prob.n_y0,
-                   np.concatenate([np.ravel(unit_of(g.y0))
-                                   for g in groups]) if fit_y0 else np.zeros(0),
-                   lo, hi, loop, dtype, None, None)
-    return _assemble(state, losses, ctx, order, params0, groups, single, n, message,
-                     steps, n_starts, data, observed)
+    return state, losses, loop
+
+
+def _shoot(built, starts, segments, *, optimizer, steps, jac_mode, bar):
+    """The optimiser steps on the multiple-shooting problem; returns the best
+    points (without the segment states) as the next starts, and the losses."""
+    seg, s0 = segments
+    prob = dataclasses.replace(built.prob, shooting=seg)
+    sv = jnp.broadcast_to(jnp.asarray(s0, starts.dtype), (starts.shape[0], s0.size))
+    loop = make_loop(prob, phase="shoot", optimizer=optimizer, steps=steps, n_polish=0,
+                     jac_mode=jac_mode,
+                     lo=np.concatenate([built.lo, np.full(s0.size, -np.inf)]),
+                     hi=np.concatenate([built.hi, np.full(s0.size, np.inf)]))
+    state, losses = run_loop(loop, jnp.concatenate([starts, sv], axis=1), bar=bar)
+    _check_start(state)
+    return state.best_v[:, : built.v0.size], losses
+
+
+def _grid(g, fit_y0, observe):
+    at_t0 = g.ts[0] == g.t0
+    grid = g.ts if at_t0 else np.concatenate([[g.t0], g.ts])
+    obs_index = np.arange(len(g.ts)) + (0 if at_t0 else 1)
+    observed = g.observed.copy()
+    if at_t0 and not fit_y0 and observe is None:
+        observed[:, 0, :] = False  # the given y0: these residuals cannot change
+    return grid, obs_index, observed
+
+
+def _check_observe(observe, params0, groups):
+    """The number of observables `h` returns, checked against `ys`."""
+    g = groups[0]
+    k = g.ys.shape[2]
+    if observe is None:
+        if k != g.y0.shape[1]:
+            raise ValueError(
+                f"`{g.where}ys` has {k} columns but `{g.where}y0` has {g.y0.shape[1]} "
+                "states; without `observe` every state is observed. Pass "
+                "observe=h(t, y, params) returning the observed quantities.")
+        return
+    if not callable(observe):
+        raise ValueError(f"`observe`={short(observe)} must be a function "
+                         "h(t, y, params) -> observables.")
+    p = resolve_args(params0, g.args)
+    try:
+        out = jax.eval_shape(lambda t, y: jnp.asarray(observe(t, y, p)),
+                             jnp.asarray(g.ts[0]), jnp.asarray(g.y0[0]))
+    except Exception as e:
+        raise ValueError(
+            f"`observe` failed when called as h(t, y, params): {type(e).__name__}: "
+            f"{e}") from e
+    if out.shape != (k,):
+        raise ValueError(
+            f"`observe` returns shape {out.shape} for one time, but `{g.where}ys` has "
+            f"{k} columns (shape {g.ys.shape[1:]}); h(t, y, params) must return "
+            f"shape ({k},), one value per column of `ys`.")
+
+
+def _check_options(steps, polish, multistart, key, optimizer, solve_kwargs):
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
+        raise ValueError(f"`steps` must be a non-negative integer, got {steps!r}.")
+    n_polish = 100 if polish is True else 0 if polish is False else polish
+    if not isinstance(n_polish, int) or n_polish < 0:
+        raise ValueError(f"`polish` must be a bool or an integer >= 0, got {polish!r}.")
+    for name in ("throw", "progress", "args"):
+        if name in solve_kwargs:
+            raise ValueError(f"`{name}` cannot be passed to `fit` as a solve option.")
+    if multistart is not None:
+        if not isinstance(multistart, int) or isinstance(multistart, bool) or (
+                multistart < 1):
+            raise ValueError(
+                f"`multistart` must be a positive integer, got {multistart!r}.")
+        if key is None:
+            raise ValueError("`multistart` needs a `key`, e.g. jax.random.key(0).")
+    if optimizer is None:
+        optimizer = default_optimizer(steps)
+    elif not isinstance(optimizer, optax.GradientTransformation):
+        raise ValueError(
+            f"`optimizer`={short(optimizer)} is not an optax GradientTransformation.")
+    return n_polish, optimizer
+
+
+def _spread_starts(u0: np.ndarray, dtype, devices) -> jax.Array:
+    """The starts as one array split over a 1-D mesh of `devices` (this process's),
+    padded with copies of the last start to a multiple of the device count."""
+    mesh = member_mesh(devices)
+    foreign = [d for d in mesh.devices.flat if d.process_index != jax.process_index()]
+    if foreign:
+        raise ValueError(
+            f"`devices` must belong to this process (jax.local_devices()); "
+            f"{foreign[0]!r} belongs to process {foreign[0].process_index}. "
+            "For several hosts, run one fit per process.")
+    if mesh.size == 1 or u0.shape[0] == 1:
+        device = mesh.devices.flat[0]
+        if device == jax.devices()[0]:  # the default: leave placement to jit
+            return jnp.asarray(u0, dtype)
+        return jax.device_put(jnp.asarray(u0, dtype), device)
+    return jax.device_put(jnp.asarray(pad(u0, padded_size(u0.shape[0], mesh)), dtype),
+                          split(mesh))
+
+
+def _check_start(state):
+    if not np.isfinite(np.asarray(state.best_loss)).any():
+        raise ValueError(
+            "the loss at `params0` is not finite: the solve fails or `f` returns "
+            "NaN/inf there. Check `params0`, `y0` and `f` (or pass `positive=True` to "
+            "keep rates positive).")
 
 
 def _warn_too_few(n, prob, fit_y0):
@@ -380,7 +428,7 @@ def _warn_too_few(n, prob, fit_y0):
         return ""
     what = f"{prob.n_p} parameters" + (
         f" and {prob.n_y0} initial values" if fit_y0 else "") + (
-        f" and {prob.n_noise} noise parameters" if prob.n_noise else "")
+        f" and {prob.noise.n_noise} noise parameters" if prob.noise.n_noise else "")
     msg = (f"jaxode.fit: {n} observed values for {m} estimated numbers ({what}); with no "
            "more observations than unknowns the estimates are not determined by the "
            "data, so standard errors and intervals are infinite and `converged` is "
@@ -389,9 +437,9 @@ def _warn_too_few(n, prob, fit_y0):
     return msg
 
 
-def _assemble(state, losses, ctx, order, params0, groups, single, n, message, steps,
-              n_starts, data, observed):
-    prob, spec = ctx.prob, ctx.spec
+def _assemble(state, losses, built, inputs, model, *, order, n, message, steps):
+    """The `FitResult` of the best start."""
+    prob, transform = built.prob, built.transform
     best_loss = np.asarray(state.best_loss)
     best = int(np.nanargmin(np.where(np.isfinite(best_loss), best_loss, np.nan)))
     if bool(np.asarray(state.stopped)[best]):
@@ -402,70 +450,53 @@ def _assemble(state, losses, ctx, order, params0, groups, single, n, message, st
             "`positive=True`, `shooting=k`, or a better `params0`.")
         warnings.warn(message, RuntimeWarning, stacklevel=3)
     pick = lambda a: np.asarray(a, np.float64)[best]  # noqa: E731
-    v, grad, info = pick(state.best_v), pick(state.best_grad), pick(state.best_info)
-    pred, jac, loss = pick(state.best_pred), pick(state.best_jac), float(best_loss[best])
+    v, loss = pick(state.best_v), float(best_loss[best])
     m = v.size
     dof = n - m
-    mode = prob.mode
-    weight, info = (np.asarray(x, np.float64) for x in _information(
-        prob, *(jnp.asarray(x, prob.data.dtype) for x in (pred, jac, v))))
-    converged = not message and _stats.converged(
-        grad, info, jac, weight, np.abs(data), loss, mode, prob.dtype,
-        pick(state.best_info))
-    if prob.noise.name == "laplace" and not message:
-        # the Laplace likelihood has kinks (a median-like optimum): no gradient test;
-        # converged when the Gauss–Newton steps (reweighted least squares) came to rest
-        converged = bool(np.asarray(state.done)[best])
-    cov_v = _stats.covariance_v(mode, info, loss, n, dof)
+    noise = prob.noise
+    cov_v, converged = _uncertainty(state, best, built, loss, n, message)
     se_v = np.sqrt(np.clip(np.diag(cov_v), 0, None))
 
     # natural units: the derivative of each number with respect to its coordinate
-    n_p = prob.n_p
-    flat = _stats.natural(spec.kind, spec.unit, v[:n_p])
-    dnat = np.concatenate([
-        np.where(spec.kind == 1, flat, np.where(spec.kind == 2, flat * math.log(10),
-                                                spec.unit)),
-        ctx.y0_unit, np.exp(v[n_p + prob.n_y0:])])
+    natural = transform.from_u(v)
+    dnat = transform.slope(natural)
     cov = cov_v * np.outer(dnat, dnat)
     se = se_v * np.abs(dnat)
+    n_p = prob.n_p
     to_tree = functools.partial(unflatten, prob.treedef, prob.shapes, prob.dtype)
-    params = in_order_of(order, to_tree(flat))
-    stderr = in_order_of(order, to_tree(se[:n_p]))
-    y0_hat, y0_se = _initial_states(v, se, prob, groups, single)
-
-    sigma = dispersion = None
-    k = prob.n_cols
-    s_hat = np.exp(v[n_p + prob.n_y0:])
-    if mode == "ls":
-        sigma = np.full(k, math.sqrt(loss * n / dof) if dof > 0 else math.inf)
-        nll = (0.5 * n * (math.log(2 * math.pi * loss) + 1.0) if loss > 0
-               else -math.inf)  # an exact fit: the likelihood is unbounded
-        if prob.noise.name == "lognormal":
-            nll += float(np.sum(np.log(data[observed])))
-        n_k = m + 1
-    else:
-        nll, n_k = loss, m
-        if mode == "known":
-            sigma = np.asarray(prob.sigma_known, np.float64)
-        elif prob.noise.scale_name == "dispersion":
-            dispersion = s_hat
-        elif mode == "estimate":
-            sigma = s_hat
-    y0_labels = [f"y0[{i}]" for i in range(prob.n_y0)]
-    noise_labels = [f"{'dispersion' if dispersion is not None else 'sigma'}[{c}]"
-                    for c in range(prob.n_noise)]
-    labels, row_order = labels_for(order, params0, y0_labels, noise_labels)
-    ctx = ctx._replace(unflatten=to_tree,
-                       predictor=_predictor(prob, groups, single))
+    y0_hat, y0_se = _initial_states(natural, se, prob, inputs.groups, inputs.single)
+    nll = noise.nll(loss, n, built.data[built.observed])
+    n_k = m + noise.n_pooled
+    scales = noise.scales(loss, n, dof, np.exp(v[n_p + prob.n_y0:]), prob.n_cols)
+    labels, row_order = _labels(order, inputs.params0, prob, noise)
     return FitResult(
-        params=params, y0=y0_hat, sigma=sigma, dispersion=dispersion,
+        params=in_order_of(order, to_tree(natural[:n_p])), y0=y0_hat, **scales,
         losses=losses[best], loss=loss, nll=float(nll),
         aic=float(2 * nll + 2 * n_k), bic=float(2 * nll + n_k * math.log(n)),
-        stderr=stderr, y0_stderr=y0_se, cov=cov, n_obs=n, n_params=m, dof=dof,
-        converged=converged, message=message, opt_steps=steps,
-        starts_losses=best_loss if n_starts > 1 else None, noise=prob.noise.name,
-        mode=mode, _v=v, _se_v=se_v, _se_nat=se, _labels=labels,
-        _row_order=row_order, _ctx=ctx)
+        stderr=in_order_of(order, to_tree(se[:n_p])), y0_stderr=y0_se, cov=cov,
+        n_obs=n, n_params=m, dof=dof, converged=converged, message=message,
+        opt_steps=steps, starts_losses=best_loss if best_loss.size > 1 else None,
+        noise=noise.dist.name, _v=v, _se_v=se_v, _se_nat=se, _lo=built.lo,
+        _hi=built.hi, _transform=transform, _labels=tuple(labels),
+        _row_order=tuple(row_order), _noise_model=_host(inputs.noise), _model=model)
+
+
+def _uncertainty(state, best, built, loss, n, message):
+    """The covariance of `v` at the best start, and whether the fit converged."""
+    prob, noise = built.prob, built.prob.noise
+    pick = lambda a: np.asarray(a, np.float64)[best]  # noqa: E731
+    v, grad, jac = pick(state.best_v), pick(state.best_grad), pick(state.best_jac)
+    weight, info = (np.asarray(x, np.float64) for x in _information(
+        prob, *(jnp.asarray(x, prob.obs.data.dtype)
+                for x in (pick(state.best_pred), jac, v))))
+    converged = not message and _stats.converged(
+        grad, info, jac, weight, np.abs(built.data), loss, noise, prob.dtype,
+        pick(state.best_info))
+    if not noise.dist.smooth and not message:
+        # a likelihood with kinks (a median-like optimum): no gradient test;
+        # converged when the Gauss–Newton steps (reweighted least squares) came to rest
+        converged = bool(np.asarray(state.done)[best])
+    return _stats.covariance_v(noise, info, loss, n, n - v.size), converged
 
 
 @eqx.filter_jit
@@ -474,16 +505,33 @@ def _information(prob, mu, jac, v):
     return prob.weight(mu, v), prob.information(mu, jac, v)
 
 
-_unflatten = unflatten  # results saved by earlier versions refer to this name
+def _host(tree):
+    return jtu.tree_map(lambda a: np.asarray(a, np.float64), tree)
 
 
-def _initial_states(v, se, prob, groups, single):
+def _labels(order, params0, prob, noise):
+    """Row labels of every estimated number, in `v` order, and the display order
+    (parameters in the order of `params0`)."""
+    labels = element_labels(params0)
+    if isinstance(order, dict):
+        first = {}
+        for i, lab in enumerate(labels):
+            first.setdefault(lab.split("[")[0], []).append(i)
+        rows = [i for k in order for i in first[str(k)]]
+    else:
+        rows = list(range(len(labels)))
+    n = len(labels)
+    labels = (labels + [f"y0[{i}]" for i in range(prob.n_y0)]
+              + [f"{noise.dist.scale_name}[{c}]" for c in range(noise.n_noise)])
+    return labels, rows + list(range(n, len(labels)))
+
+
+def _initial_states(natural, se, prob, groups, single):
     """The (fitted) initial states and their standard errors, shaped as given."""
-    if prob.fit_y0:
+    if prob.n_y0:
         i, y0s, ses = prob.n_p, [], []
         for g in groups:
-            unit = unit_of(g.y0)
-            y0s.append(v[i: i + g.y0.size].reshape(g.y0.shape) * unit)
+            y0s.append(natural[i: i + g.y0.size].reshape(g.y0.shape))
             ses.append(se[i: i + g.y0.size].reshape(g.y0.shape))
             i += g.y0.size
     else:
@@ -492,26 +540,3 @@ def _initial_states(v, se, prob, groups, single):
         return [y[0] for y in y0s], None if ses is None else [s[0] for s in ses]
     y0, s = y0s[0], None if ses is None else ses[0]
     return (y0[0], None if s is None else s[0]) if single else (y0, s)
-
-
-def _predictor(prob, groups, single):
-    def predict(params, y0, ts_new, experiment, observed):
-        ts_new = np.asarray(ts_new, dtype=np.float64)
-        check_times("ts", ts_new)
-        if not 0 <= experiment < len(groups):
-            raise ValueError(f"`experiment`={experiment!r} must be in "
-                             f"0 … {len(groups) - 1}.")
-        g, gd = groups[experiment], prob.groups[experiment]
-        if ts_new[0] < g.t0:
-            raise ValueError(f"`ts` starts at {ts_new[0]}, before the fit's start time "
-                             f"t0={g.t0}.")
-        y0b = jnp.asarray(y0[experiment] if isinstance(y0, list) else y0).reshape(
-            g.y0.shape)
-        prepend = ts_new[0] > g.t0
-        grid = np.concatenate([[g.t0], ts_new]) if prepend else ts_new
-        out = prob.solve_group(gd, params, y0b, grid, throw=True)
-        out = out[:, 1:] if prepend else out
-        if observed:
-            out = prob.observe(gd, params, jnp.asarray(ts_new), out)
-        return out[0] if (single or isinstance(y0, list)) else out
-    return predict

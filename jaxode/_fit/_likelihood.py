@@ -1,19 +1,20 @@
-"""Noise models: the negative log-likelihood of one observation and its Fisher weight.
+"""Distributions: the negative log-likelihood of one observation and its Fisher weight.
 
-Every model is written per observation `y` with model prediction `mu` and, when the
-model has one, a noise parameter on log scale `s` (`log sigma` for the continuous
-models, `log phi` for the negative binomial's dispersion). The Fisher weight is
+Every distribution is written per observation `y` with model prediction `mu` and,
+when it has one, a noise parameter on log scale `s` (`log sigma` for the continuous
+ones, `log phi` for the negative binomial's dispersion). The Fisher weight is
 `E[(d nll / d mu)^2]`, the curvature that Fisher scoring (and, for least squares,
-Gauss–Newton) uses for the model's predictions.
+Gauss–Newton) uses for the model's predictions. How the observations of a fit are
+scored with a distribution (least squares, known or estimated sigma) is `_noise`.
 """
 
 import math
+from typing import ClassVar
 
+import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
-
-from .._errors import short
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _TINY = 1e-10  # predictions of positive models are floored here before a log
@@ -23,22 +24,42 @@ def _pos(mu):
     return jnp.maximum(mu, _TINY)
 
 
-class NoiseModel:
-    # `curvature(y, mu, s)`: the weight Gauss–Newton steps use; the Fisher weight,
-    # except where the likelihood has kinks
-    """One observation's likelihood. `estimated`: the model has a noise parameter
-    that is fitted (one per observable); `least_squares`: with `sigma=None` the
-    model is plain least squares on `residual` with sigma pooled afterwards."""
+class Distribution(eqx.Module):
+    """One observation's likelihood.
 
-    name = ""
-    has_scale = True  # a sigma (or dispersion) parameter exists
-    scale_name = "sigma"
-    counts = False
-    positive_data = False
-    least_squares = False
+    - `has_scale`: a noise parameter exists, called `scale_name`;
+      `always_estimated`: it cannot be given, only estimated.
+    - `least_squares`: with `sigma=None` the fit is plain least squares on
+      `residual`, sigma pooled afterwards.
+    - `smooth`: the likelihood has no kinks, so the gradient test of convergence
+      applies.
+    - `curvature(y, mu, s)`: the weight Gauss–Newton steps use; the Fisher weight,
+      except where the likelihood has kinks.
+    """
+
+    name: ClassVar[str] = ""
+    has_scale: ClassVar[bool] = True
+    scale_name: ClassVar[str] = "sigma"
+    always_estimated: ClassVar[bool] = False
+    counts: ClassVar[bool] = False
+    positive_data: ClassVar[bool] = False
+    least_squares: ClassVar[bool] = False
+    smooth: ClassVar[bool] = True
 
     def curvature(self, y, mu, s):
         return self.fisher(mu, s)
+
+    def initial_log_scale(self, data, observed, column, k) -> np.ndarray:
+        """A start for the log noise parameter of each of the `k` observables: a
+        tenth of each observable's typical size."""
+        return np.array([
+            math.log(0.1 * (np.sqrt(np.mean(data[observed & (column == c)] ** 2))
+                            or 1.0))
+            if (observed & (column == c)).any() else 0.0 for c in range(k)])
+
+    def log_jacobian(self, data: np.ndarray) -> float:
+        """What the likelihood of `data` adds to that of `residual` (least squares)."""
+        return 0.0
 
     def check(self, ys: np.ndarray, observed: np.ndarray, where: str) -> None:
         data = ys[observed]
@@ -54,9 +75,9 @@ class NoiseModel:
                 f"{where} holds {bad!r}.")
 
 
-class Normal(NoiseModel):
-    name = "normal"
-    least_squares = True
+class Normal(Distribution):
+    name: ClassVar[str] = "normal"
+    least_squares: ClassVar[bool] = True
 
     def residual(self, y, mu):
         return y - mu
@@ -69,13 +90,19 @@ class Normal(NoiseModel):
         return jnp.exp(-2 * s) + 0 * mu
 
 
-class LogNormal(NoiseModel):
-    name = "lognormal"
-    positive_data = True
-    least_squares = True
+class LogNormal(Distribution):
+    name: ClassVar[str] = "lognormal"
+    positive_data: ClassVar[bool] = True
+    least_squares: ClassVar[bool] = True
 
     def residual(self, y, mu):
         return jnp.log(y) - jnp.log(_pos(mu))
+
+    def initial_log_scale(self, data, observed, column, k):
+        return np.full(k, math.log(0.3))
+
+    def log_jacobian(self, data):
+        return float(np.sum(np.log(data)))
 
     def nll(self, y, mu, s):
         z = (jnp.log(y) - jnp.log(_pos(mu))) * jnp.exp(-s)
@@ -85,8 +112,9 @@ class LogNormal(NoiseModel):
         return jnp.exp(-2 * s) / _pos(mu) ** 2
 
 
-class Laplace(NoiseModel):
-    name = "laplace"
+class Laplace(Distribution):
+    name: ClassVar[str] = "laplace"
+    smooth: ClassVar[bool] = False
 
     def nll(self, y, mu, s):
         return jnp.abs(y - mu) * jnp.exp(-s) + s + math.log(2.0)
@@ -100,10 +128,10 @@ class Laplace(NoiseModel):
         return jnp.exp(-s) / jnp.maximum(r, 1e-6 * (jnp.abs(y) + 1.0))
 
 
-class Poisson(NoiseModel):
-    name = "poisson"
-    has_scale = False
-    counts = True
+class Poisson(Distribution):
+    name: ClassVar[str] = "poisson"
+    has_scale: ClassVar[bool] = False
+    counts: ClassVar[bool] = True
 
     def nll(self, y, mu, s):
         mu = _pos(mu)
@@ -113,12 +141,13 @@ class Poisson(NoiseModel):
         return 1.0 / _pos(mu)
 
 
-class NegBinomial(NoiseModel):
+class NegBinomial(Distribution):
     """Mean `mu`, dispersion `phi`: variance `mu + mu²/phi` (Poisson as phi -> inf)."""
 
-    name = "negbinomial"
-    scale_name = "dispersion"
-    counts = True
+    name: ClassVar[str] = "negbinomial"
+    scale_name: ClassVar[str] = "dispersion"
+    always_estimated: ClassVar[bool] = True
+    counts: ClassVar[bool] = True
 
     def nll(self, y, mu, s):
         mu, phi = _pos(mu), jnp.exp(s)
@@ -130,50 +159,9 @@ class NegBinomial(NoiseModel):
         mu, phi = _pos(mu), jnp.exp(s)
         return phi / (mu * (phi + mu))
 
-
-NOISE_MODELS = {m.name: m for m in (Normal(), LogNormal(), Laplace(), Poisson(),
-                                    NegBinomial())}
-
-
-def get_noise(noise) -> NoiseModel:
-    if isinstance(noise, NoiseModel):
-        return noise
-    if noise not in NOISE_MODELS:
-        raise ValueError(
-            f"`noise`={short(noise)} is not a noise model; choose one of "
-            f"{', '.join(repr(k) for k in NOISE_MODELS)}.")
-    return NOISE_MODELS[noise]
+    def initial_log_scale(self, data, observed, column, k):
+        return np.full(k, math.log(10.0))
 
 
-def check_sigma(sigma, model: NoiseModel, n_obs_cols: int):
-    """`sigma` as `None` (least squares, or estimated where there is no least-squares
-    form), `"estimate"`, or known values `(K,)`. Returns `(mode, values)` with mode
-    one of "ls", "known", "estimate", "none"."""
-    if not model.has_scale:
-        if sigma is not None:
-            raise ValueError(
-                f"`sigma`={short(sigma)} has no meaning for noise='{model.name}', "
-                "whose variance is fixed by its mean; leave `sigma` unset.")
-        return "none", None
-    if model.scale_name == "dispersion":
-        if sigma not in (None, "estimate"):
-            raise ValueError(
-                f"`sigma`={short(sigma)}: noise='negbinomial' estimates its dispersion "
-                "(one per observable); leave `sigma` unset.")
-        return "estimate", None
-    if sigma is None:
-        return ("ls" if model.least_squares else "estimate"), None
-    if isinstance(sigma, str):
-        if sigma != "estimate":
-            raise ValueError(
-                f"`sigma`={sigma!r} must be 'estimate', known positive values (one "
-                "per observable), or None.")
-        return "estimate", None
-    values = np.asarray(sigma, dtype=np.float64)
-    if values.ndim > 1 or (values.ndim == 1 and values.shape[0] != n_obs_cols):
-        raise ValueError(
-            f"`sigma` has shape {values.shape}; give one value or one per observable "
-            f"({n_obs_cols}).")
-    if not np.all(np.isfinite(values) & (values > 0)):
-        raise ValueError(f"`sigma`={short(sigma)} must be finite and > 0.")
-    return "known", np.broadcast_to(values, (n_obs_cols,)).copy()
+DISTRIBUTIONS = {d.name: d for d in (Normal(), LogNormal(), Laplace(), Poisson(),
+                                     NegBinomial())}

@@ -67,28 +67,20 @@ class Loop(eqx.Module):
 
     def objective(self, pred, v, i):
         prob = self.prob
-        n = prob.data.size
+        n = prob.obs.data.size
         value = prob.loss(pred[:n], v[: prob.n_v])
         if self.phase == "shoot":
-            d = pred[n:]
-            if prob.mode == "ls":
-                value = value + self._penalty(i) * jnp.sum(d * d) / jnp.sum(
-                    prob.observed)
-            else:
-                d = d / prob.shooting.s_scale.reshape(-1)
-                value = value + self._penalty(i) * jnp.sum(d * d)
+            value = value + prob.noise.defect_cost(
+                self._penalty(i), pred[n:], prob.obs, prob.shooting.s_scale)
         return value
 
     def weights(self, pred, v, i):
         prob = self.prob
-        n = prob.data.size
+        n = prob.obs.data.size
         w = prob.weight(pred[:n], v[: prob.n_v], fisher=False)
         if self.phase == "shoot":
-            if prob.mode == "ls":
-                wd = 2 * self._penalty(i) / jnp.sum(prob.observed)
-                wd = jnp.full(pred.size - n, wd)
-            else:
-                wd = 2 * self._penalty(i) / prob.shooting.s_scale.reshape(-1) ** 2
+            wd = prob.noise.defect_weight(self._penalty(i), prob.obs,
+                                          prob.shooting.s_scale)
             w = jnp.concatenate([w, wd])
         return w
 
@@ -153,9 +145,11 @@ class Loop(eqx.Module):
         tiny = jnp.sqrt(jnp.finfo(v.dtype).eps) * 1e-2 * (1 + jnp.max(jnp.abs(best_v)))
         done = in_gn & (i > self.steps) & ((jnp.max(jnp.abs(dv)) <= tiny)
                                            | (lam >= 1e12))
-        new = LoopState(v, opt_state, good_v, good_opt, factor, bad, stopped, done,
-                        best_v, best_loss, best_grad, best_info, best_pred, best_jac,
-                        lam)
+        new = LoopState(v=v, opt_state=opt_state, good_v=good_v,
+                        good_opt_state=good_opt, factor=factor, bad=bad,
+                        stopped=stopped, done=done, best_v=best_v, best_loss=best_loss,
+                        best_grad=best_grad, best_info=best_info, best_pred=best_pred,
+                        best_jac=best_jac, lam=lam)
         new = jtu.tree_map(lambda x, y: jnp.where(active, x, y), new, state)
         shown = jnp.where(in_gn, best_loss, loss)
         return new, jnp.where(active, shown, jnp.where(state.done, state.best_loss,
@@ -163,7 +157,7 @@ class Loop(eqx.Module):
 
     def n_pred(self) -> int:
         """Length of the prediction vector (observations, then shooting defects)."""
-        n = self.prob.data.size
+        n = self.prob.obs.data.size
         if self.phase == "shoot":
             n += self.prob.shooting.s_scale.size
         return n
@@ -172,10 +166,12 @@ class Loop(eqx.Module):
         opt_state = self.optimizer.init(v)
         m, n = v.shape[0], self.n_pred()
         zeros = lambda *shape: jnp.zeros(shape, v.dtype)  # noqa: E731
-        return LoopState(v, opt_state, v, opt_state, jnp.asarray(1.0, v.dtype),
-                         jnp.asarray(0), jnp.asarray(False), jnp.asarray(False), v,
-                         jnp.asarray(jnp.inf, v.dtype), zeros(m), zeros(m, m),
-                         zeros(n), zeros(n, m), jnp.asarray(1e-3, v.dtype))
+        return LoopState(v=v, opt_state=opt_state, good_v=v, good_opt_state=opt_state,
+                         factor=jnp.asarray(1.0, v.dtype), bad=jnp.asarray(0),
+                         stopped=jnp.asarray(False), done=jnp.asarray(False), best_v=v,
+                         best_loss=jnp.asarray(jnp.inf, v.dtype), best_grad=zeros(m),
+                         best_info=zeros(m, m), best_pred=zeros(n),
+                         best_jac=zeros(n, m), lam=jnp.asarray(1e-3, v.dtype))
 
     def run(self, state, start, free):
         return lax.scan(lambda s, i: self.step(s, i, free), state,
@@ -192,11 +188,13 @@ def _run(loop: Loop, state, start, free):
     return jax.vmap(lambda s, fr: loop.run(s, start, fr))(state, free)
 
 
-def make_loop(prob, phase, optimizer, steps, n_polish, jac_mode, lo, hi):
+def make_loop(prob, *, phase, optimizer, steps, n_polish, jac_mode, lo, hi):
+    """The loop of `steps` optimiser steps, then `n_polish` Gauss–Newton steps."""
     total = max(1, steps + n_polish)
     chunk = max(1, math.ceil(total / CHUNKS))
-    return Loop(prob, jnp.asarray(lo), jnp.asarray(hi), optimizer, jnp.asarray(steps),
-                jnp.asarray(total), phase, chunk, jac_mode)
+    return Loop(prob=prob, lo=jnp.asarray(lo), hi=jnp.asarray(hi), optimizer=optimizer,
+                steps=jnp.asarray(steps), total=jnp.asarray(total), phase=phase,
+                chunk=chunk, jac_mode=jac_mode)
 
 
 def with_steps(loop: Loop, steps: int, n_polish: int) -> Loop:

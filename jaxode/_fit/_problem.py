@@ -17,8 +17,8 @@ import numpy as np
 
 from .._solve import solve
 from .._solvers import AbstractStepper
-from ._data import ParamSpec, from_u
-from ._likelihood import NoiseModel
+from ._noise import NoiseModel, Observations
+from ._transform import Transform
 
 
 class GroupData(eqx.Module):
@@ -28,7 +28,6 @@ class GroupData(eqx.Module):
     obs_index: tuple = eqx.field(static=True)  # positions of the observations in grid
     t_obs: jax.Array
     y0: jax.Array  # (B, D)
-    y0_unit: jax.Array  # fitted initial states are optimised in units of |y0|
     args: Any
 
 
@@ -49,49 +48,47 @@ def resolve_args(params, args):
 
 
 class Problem(eqx.Module):
+    """What the compiled loop needs: the model, the data and the layout of `v`.
+    Build it with keywords."""
+
     f: Callable
     h: Callable | None
     solver: Any
     solve_kwargs: dict
-    kind: jax.Array  # parameter scales, see _data.ParamSpec
-    unit: jax.Array
-    groups: tuple
-    data: jax.Array  # all observations, flat (unobserved entries hold a safe 1.0)
-    observed: jax.Array  # flat bool
-    column: jax.Array  # flat observable index of each entry
-    sigma_known: jax.Array | None
-    noise: NoiseModel = eqx.field(static=True)
-    mode: str = eqx.field(static=True)  # "ls", "known", "estimate", "none"
+    transform: Transform  # natural <-> optimiser coordinates of v[:n_v]
+    groups: tuple  # a GroupData per group of trajectories
+    obs: Observations
+    noise: NoiseModel
     treedef: Any = eqx.field(static=True)
     shapes: tuple = eqx.field(static=True)
     dtype: Any = eqx.field(static=True)
     n_cols: int = eqx.field(static=True)
     n_p: int = eqx.field(static=True)
     n_y0: int = eqx.field(static=True)
-    n_noise: int = eqx.field(static=True)
-    fit_y0: bool = eqx.field(static=True)
     adjoint: Any = eqx.field(static=True)
     shooting: Any = None  # a _shooting.Segments when shooting
 
     @property
     def n_v(self) -> int:
-        return self.n_p + self.n_y0 + self.n_noise
+        return self.n_p + self.n_y0 + self.noise.n_noise
 
     # -- the flat vector
     def split(self, v):
         """`v` -> (natural parameter values, list of y0 per group, log noise)."""
-        spec = ParamSpec(None, self.kind, self.unit, None, None, None)
-        flat = from_u(spec, v[: self.n_p], jnp)
+        natural = self.transform.from_u(v[: self.n_v], jnp)
+        flat = natural[: self.n_p]
         y0s, i = [], self.n_p
         for g in self.groups:
-            if self.fit_y0:
+            if self.n_y0:
                 n = g.y0.size
-                y0s.append(v[i: i + n].reshape(g.y0.shape) * g.y0_unit)
+                y0s.append(natural[i: i + n].reshape(g.y0.shape))
                 i += n
             else:
                 y0s.append(g.y0)
-        s = v[self.n_p + self.n_y0: self.n_v]
-        return flat, y0s, s
+        return flat, y0s, self.noise_params(v)
+
+    def noise_params(self, v):
+        return v[self.n_p + self.n_y0: self.n_v]
 
     def unflatten(self, flat):
         return unflatten(self.treedef, self.shapes, self.dtype, flat, jnp)
@@ -131,35 +128,15 @@ class Problem(eqx.Module):
         return jnp.concatenate(out)
 
     # -- the likelihood
-    def log_scale(self, v):
-        """Log noise parameter of every entry."""
-        if self.mode == "estimate":
-            s = v[self.n_p + self.n_y0: self.n_v]
-        elif self.mode == "known":
-            s = jnp.log(self.sigma_known)
-        else:
-            s = jnp.zeros(self.n_cols, v.dtype)
-        return s[self.column]
-
     def loss(self, mu, v):
         """The objective: mean squared residual (least squares) or total negative
         log-likelihood, over the observed entries."""
-        n = jnp.sum(self.observed)
-        if self.mode == "ls":
-            r = self.noise.residual(self.data, mu)
-            return jnp.sum(jnp.where(self.observed, r * r, 0.0)) / n
-        nll = self.noise.nll(self.data, mu, self.log_scale(v))
-        return jnp.sum(jnp.where(self.observed, nll, 0.0))
+        return self.noise.loss(self.obs, mu, self.noise_params(v))
 
     def weight(self, mu, v, fisher=True):
-        """Fisher weight of each prediction (the expected curvature of `loss` in
-        `mu`); with `fisher=False` the curvature Gauss–Newton steps use."""
-        s = 0.0 if self.mode == "ls" else self.log_scale(v)
-        w = (self.noise.fisher(mu, s) if fisher
-             else self.noise.curvature(self.data, mu, s))
-        if self.mode == "ls":
-            w = 2.0 * w / jnp.sum(self.observed)
-        return jnp.where(self.observed, w, 0.0)
+        """Fisher weight of each prediction; with `fisher=False` the curvature
+        Gauss–Newton steps use."""
+        return self.noise.weight(self.obs, mu, self.noise_params(v), fisher)
 
     def information(self, mu, jac, v):
         """The Fisher information `Jᵀ W J` plus the noise parameters' block."""
@@ -169,8 +146,7 @@ class Problem(eqx.Module):
 
 def unflatten(treedef, shapes, dtype, flat, xp=np):
     """A flat vector -> a pytree like `params0`: JAX arrays inside the fit
-    (`xp=jnp`), NumPy ones in the result (module-level, so a result that keeps it
-    pickles)."""
+    (`xp=jnp`), NumPy ones in the result."""
     out, i = [], 0
     for shape in shapes:
         size = int(np.prod(shape))

@@ -1,20 +1,17 @@
 """`FitResult`: estimates, uncertainty, likelihood figures and profiles of a fit."""
 
 import math
-import os
-import pickle
 from typing import Any
 
+import equinox as eqx
 import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._checkpoint import write_atomically
-from . import _stats
-from ._data import element_labels
-from ._loop import run_loop, with_steps
-
-_PROFILE_STEPS = 40  # Gauss–Newton steps at each point of a profile
+from .._errors import check_times
+from . import _profile, _save, _stats
+from ._noise import NoiseModel, resolve_noise
+from ._transform import Scale, Transform
 
 
 def _fmt(x: float) -> str:
@@ -35,7 +32,46 @@ def in_order_of(params0, tree):
     return tree
 
 
-class FitResult:
+class FittedModel(eqx.Module):
+    """What `predict` and `profile` need beyond the numbers: the problem with the
+    user's functions, the compiled loop (reused by profiles) and the data groups.
+    Not saved."""
+
+    prob: Any
+    loop: Any
+    groups: tuple  # the `_data.Group`s
+    single: bool
+    dtype: Any
+
+    def predict(self, params, y0, ts_new, experiment, observed):
+        ts_new = np.asarray(ts_new, dtype=np.float64)
+        check_times("ts", ts_new)
+        if not 0 <= experiment < len(self.groups):
+            raise ValueError(f"`experiment`={experiment!r} must be in "
+                             f"0 … {len(self.groups) - 1}.")
+        g, gd = self.groups[experiment], self.prob.groups[experiment]
+        if ts_new[0] < g.t0:
+            raise ValueError(f"`ts` starts at {ts_new[0]}, before the fit's start time "
+                             f"t0={g.t0}.")
+        y0b = jnp.asarray(y0[experiment] if isinstance(y0, list) else y0).reshape(
+            g.y0.shape)
+        prepend = ts_new[0] > g.t0
+        grid = np.concatenate([[g.t0], ts_new]) if prepend else ts_new
+        out = self.prob.solve_group(gd, params, y0b, grid, throw=True)
+        out = out[:, 1:] if prepend else out
+        if observed:
+            out = self.prob.observe(gd, params, jnp.asarray(ts_new), out)
+        return out[0] if (self.single or isinstance(y0, list)) else out
+
+
+# saved as arrays (pytrees of arrays), and as JSON values
+_ARRAYS = ("params", "y0", "sigma", "dispersion", "losses", "stderr", "y0_stderr",
+           "cov", "starts_losses", "_v", "_se_v", "_se_nat", "_lo", "_hi")
+_VALUES = ("loss", "nll", "aic", "bic", "n_obs", "n_params", "dof", "converged",
+           "message", "opt_steps", "noise", "_labels", "_row_order")
+
+
+class FitResult(eqx.Module):
     """The result of `fit`.
 
     - `params`: the estimate, a pytree like `params0` (a dict keeps its key order).
@@ -62,61 +98,116 @@ class FitResult:
     - `opt_steps`: how many entries of `losses` are optimiser steps.
     - `starts_losses`: with `multistart`, the final loss of every start.
     - `converged`: the final point meets the first-order optimality test.
-    - `confint`, `profile`, `predict`: see the methods.
+    - `message`: why the fit is not trusted (empty when nothing went wrong).
+    - `noise`: the name of the noise model; `mode`: how its scale was treated
+      (`"ls"`, `"known"`, `"estimate"`, `"none"`).
+    - `confint`, `profile`, `predict`, `save`, `load`: see the methods.
     """
 
-    def __init__(self, **fields):
-        self.__dict__.update(fields)
+    params: Any
+    y0: Any
+    sigma: np.ndarray | None
+    dispersion: np.ndarray | None
+    losses: np.ndarray
+    stderr: Any
+    y0_stderr: Any
+    cov: np.ndarray
+    starts_losses: np.ndarray | None
+    loss: float = eqx.field(static=True)
+    nll: float = eqx.field(static=True)
+    aic: float = eqx.field(static=True)
+    bic: float = eqx.field(static=True)
+    n_obs: int = eqx.field(static=True)
+    n_params: int = eqx.field(static=True)
+    dof: int = eqx.field(static=True)
+    converged: bool = eqx.field(static=True)
+    message: str = eqx.field(static=True)
+    opt_steps: int = eqx.field(static=True)
+    noise: str = eqx.field(static=True)
+    # every estimated number in optimiser coordinates: the estimate, its standard
+    # error, its bounds; the map to natural units; labels and display order
+    _v: np.ndarray
+    _se_v: np.ndarray
+    _se_nat: np.ndarray
+    _lo: np.ndarray
+    _hi: np.ndarray
+    _transform: Transform
+    _labels: tuple = eqx.field(static=True)
+    _row_order: tuple = eqx.field(static=True)
+    _noise_model: NoiseModel
+    _model: FittedModel | None = None
+
+    @property
+    def mode(self) -> str:
+        return self._noise_model.mode
 
     # -- saving: everything but the model (the user's functions) is kept
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_ctx"] = self._ctx._replace(prob=None, loop=None, predictor=None)
-        return state
-
     def save(self, path) -> None:
-        """Write the result to `path` (pickle, written atomically). A loaded result
-        has every estimate, interval, covariance and loss; `predict` and `profile`
-        need the model and are only available on the result `fit` returned."""
-        write_atomically(os.path.abspath(os.fspath(path)),
-                         lambda fh: pickle.dump(self, fh))
+        """Write the result to `path`, atomically: a JSON header (format version,
+        field names, shapes, dtypes and the structure of `params`), then the arrays
+        (`equinox.tree_serialise_leaves`). A loaded result has every estimate,
+        interval, covariance and loss; `predict` and `profile` need the model and
+        are only available on the result `fit` returned.
+
+        **Raises:** `ValueError` when `params` is not made of dicts (with string
+        keys), lists, tuples and arrays.
+        """
+        values = {name: getattr(self, name) for name in _VALUES}
+        values["scales"] = [s.value for s in self._transform.scales()]
+        values["noise_sigma"] = _save.plain(self._noise_model.sigma_argument())
+        arrays = {name: getattr(self, name) for name in _ARRAYS}
+        arrays["_unit"] = self._transform.unit
+        _save.write(path, arrays, values)
 
     @classmethod
     def load(cls, path) -> "FitResult":
-        """Read a result written by `save`."""
-        with open(path, "rb") as fh:
-            res = pickle.load(fh)
-        if not isinstance(res, cls):
-            raise ValueError(f"{path!r} holds a {type(res).__name__}, not a FitResult.")
-        return res
+        """Read a result written by `save`. A file that an earlier version of jaxode
+        saved (a pickle) is read too; `save` it again to store it in this format.
 
-    def _model(self):
-        if self._ctx.prob is None:
+        **Raises:** `ValueError` when `path` is not a saved `FitResult` or is
+        damaged.
+        """
+        fields = _save.read(path)
+        transform = Transform.of([Scale(s) for s in fields.pop("scales")],
+                                 fields.pop("_unit"))
+        noise = resolve_noise(fields["noise"], fields.pop("noise_sigma"),
+                              _n_cols(fields))
+        fields["_labels"] = tuple(fields["_labels"])
+        fields["_row_order"] = tuple(fields["_row_order"])
+        return cls(**fields, _transform=transform, _noise_model=noise)
+
+    def _fitted_model(self) -> FittedModel:
+        if self._model is None:
             raise RuntimeError(
                 "this FitResult was loaded from a file and has no model (the vector "
                 "field is not saved); `predict` and `profile` need the result `fit` "
                 "returned.")
-        return self._ctx
+        return self._model
 
     # -- intervals
+    def _n_p(self) -> int:
+        return sum(int(np.size(x)) for x in jtu.tree_leaves(self.params))
+
     def _wald(self, level):
-        q = _stats.quantile(level, self.mode, self.dof)
-        se = self._se_v
-        lo_u, hi_u = self._v - q * se, self._v + q * se
-        lo = self._to_natural(lo_u)
-        hi = self._to_natural(hi_u)
+        q = _stats.quantile(level, self._noise_model, self.dof)
+        lo = self._to_natural(self._v - q * self._se_v)
+        hi = self._to_natural(self._v + q * self._se_v)
         return np.minimum(lo, hi), np.maximum(lo, hi)
 
     def _to_natural(self, v):
         """Optimiser coordinates -> natural values (parameters, y0, noise)."""
-        ctx = self._ctx
-        n_p = len(ctx.spec.kind)
-        out = np.empty_like(np.asarray(v, np.float64))
-        out[:n_p] = _stats.natural(ctx.spec.kind, ctx.spec.unit, v[:n_p])
-        out[n_p: n_p + ctx.n_y0] = v[n_p: n_p + ctx.n_y0] * ctx.y0_unit
         with np.errstate(over="ignore"):  # an unbounded interval of a log noise
-            out[n_p + ctx.n_y0:] = np.exp(v[n_p + ctx.n_y0:])
-        return out
+            return self._transform.from_u(np.asarray(v, np.float64))
+
+    def _unflatten(self, flat):
+        """Numbers in leaf order -> a pytree like `params`."""
+        leaves, treedef = jtu.tree_flatten(self.params)
+        out, i = [], 0
+        for leaf in leaves:
+            size = int(np.size(leaf))
+            out.append(np.asarray(flat[i: i + size], leaf.dtype).reshape(np.shape(leaf)))
+            i += size
+        return jtu.tree_unflatten(treedef, out)
 
     def confint(self, level: float = 0.95, method: str = "wald") -> Any:
         """Two-sided `level` confidence intervals of the parameters.
@@ -134,18 +225,17 @@ class FitResult:
         """
         if method not in ("wald", "profile"):
             raise ValueError(f"`method`={method!r} must be 'wald' or 'profile'.")
-        n_p = len(self._ctx.spec.kind)
+        n_p = self._n_p()
         if method == "wald":
             lo, hi = self._wald(level)
         else:
-            profiles = self._profiles(list(range(n_p)), level, None, 21)
+            profiles = _profile.profiles(self, list(range(n_p)), level, None, 21)
             lo = np.array([p.interval[0] for p in profiles])
             hi = np.array([p.interval[1] for p in profiles])
-        lo, hi = self._ctx.unflatten(lo[:n_p]), self._ctx.unflatten(hi[:n_p])
+        lo, hi = self._unflatten(lo[:n_p]), self._unflatten(hi[:n_p])
         pairs = jtu.tree_map(lambda a, b: (_plain(a), _plain(b)), lo, hi)
         return in_order_of(self.params, pairs)
 
-    # -- profiles
     def profile(self, name: str, level: float = 0.95, values=None, n: int = 21):
         """The profile likelihood of one number: at each value on a grid, every other
         estimated number is re-optimised (Gauss–Newton steps warm-started at the
@@ -162,79 +252,14 @@ class FitResult:
 
         **Returns:** a `Profile` (`values`, `deviance`, `threshold`, `interval`).
 
-        **Raises:** `ValueError` for an unknown name.
+        **Raises:** `ValueError` for an unknown name; `RuntimeError` on a result
+        loaded from a file (it has no model).
         """
-        labels = self._labels
+        labels = list(self._labels)
         if name not in labels:
             raise ValueError(f"`name`={name!r} is not an estimated number; choose one "
                              f"of {labels}.")
-        return self._profiles([labels.index(name)], level, values, n)[0]
-
-    def _profiles(self, index, level, values, n):
-        if not 0 < level < 1:
-            raise ValueError(f"`level` must be in (0, 1), got {level!r}.")
-        ctx = self._ctx
-        q = _stats.quantile(level, self.mode, self.dof)
-        threshold = _stats.chi2_quantile(level)
-        loop = with_steps(self._model().loop, 0, _PROFILE_STEPS)
-        out = []
-        for j in index:
-            if values is not None:
-                grid = self._to_u_one(j, np.sort(np.asarray(values, np.float64).ravel()))
-            else:
-                se = self._se_v[j]
-                span = min(2 * q * se, 3.0) if np.isfinite(se) else 3.0
-                span = max(span, 1e-6 * max(1.0, abs(self._v[j])))
-                grid = self._v[j] + span * np.linspace(-1, 1, n)
-            grid = np.clip(grid, ctx.lo[j], ctx.hi[j])
-            losses = self._profile_losses(loop, j, grid)
-            best = min(self.loss, float(np.nanmin(losses)))
-            dev = (self.n_obs * np.log(losses / best) if self.mode == "ls"
-                   else 2.0 * (losses - best))
-            i_best = int(np.nanargmin(np.where(np.isfinite(dev), dev, np.nan)))
-            low, high = _stats.crossing(grid, dev, threshold, i_best)
-            ends = self._natural_one(j, np.array([ctx.lo[j] if low is None else low,
-                                                  ctx.hi[j] if high is None else high]))
-            out.append(_stats.Profile(
-                self._labels[j], self._natural_one(j, grid), dev,
-                float(self._natural_one(j, self._v[j:j + 1])[0]), level, threshold,
-                (float(ends[0]), float(ends[1]))))
-        return out
-
-    def _profile_losses(self, loop, j, grid):
-        """The best loss with coordinate `j` held at each grid value: Gauss–Newton
-        steps on the others, walking outwards from the estimate, each point
-        warm-started at its neighbour's solution (the fit's compiled loop)."""
-        ctx = self._ctx
-        free = np.ones((1, self._v.size))
-        free[0, j] = 0.0
-        free = jnp.asarray(free, ctx.dtype)
-        losses = np.full(len(grid), np.nan)
-        centre = int(np.argmin(np.abs(grid - self._v[j])))
-        for direction in (range(centre, len(grid)), range(centre - 1, -1, -1)):
-            v = self._v.copy()
-            for i in direction:
-                v[j] = grid[i]
-                state, _ = run_loop(loop, jnp.asarray(v[None], ctx.dtype), free)
-                losses[i] = float(np.asarray(state.best_loss)[0])
-                if np.isfinite(losses[i]):
-                    v = np.array(state.best_v, np.float64)[0]
-        return losses
-
-    def _natural_one(self, j, u):
-        v = np.repeat(self._v[None], len(u), axis=0)
-        v[:, j] = u
-        return np.array([self._to_natural(row)[j] for row in v])
-
-    def _to_u_one(self, j, nat):
-        ctx = self._ctx
-        n_p = len(ctx.spec.kind)
-        if j < n_p:
-            k, unit = ctx.spec.kind[j], ctx.spec.unit[j]
-            return (np.log(nat) if k == 1 else np.log10(nat) if k == 2 else nat / unit)
-        if j < n_p + ctx.n_y0:
-            return nat / ctx.y0_unit[j - n_p]
-        return np.log(nat)
+        return _profile.profiles(self, [labels.index(name)], level, values, n)[0]
 
     # -- predictions
     def predict(self, ts, *, experiment: int = 0, observed: bool = False):
@@ -243,9 +268,11 @@ class FitResult:
         **Returns:** the states, shape `(len(ts), D)` (or `(n_traj, len(ts), D)` for
         several trajectories); with `observed=True` the observables `h(t, y, params)`
         instead. With `experiments`, for experiment number `experiment`.
+
+        **Raises:** `RuntimeError` on a result loaded from a file (it has no model).
         """
-        return self._model().predictor(self.params, self.y0, ts, experiment,
-                                       observed)
+        return self._fitted_model().predict(self.params, self.y0, ts, experiment,
+                                            observed)
 
     def __repr__(self) -> str:
         """A table in the order of `params0`: estimate, standard error and the 95 %
@@ -267,19 +294,7 @@ class FitResult:
         return "\n".join(lines)
 
 
-def labels_for(params_order, params0, n_y0_shape, noise_names):
-    """Row labels of every estimated number, in `v` order, and the display order
-    (parameters in the order of `params0`)."""
-    labels = element_labels(params0)
-    if isinstance(params_order, dict):
-        first = {}
-        for i, lab in enumerate(labels):
-            first.setdefault(lab.split("[")[0], []).append(i)
-        order = [i for k in params_order for i in first[str(k)]]
-    else:
-        order = list(range(len(labels)))
-    n = len(labels)
-    labels = labels + list(n_y0_shape) + list(noise_names)
-    order += list(range(n, len(labels)))
-    return labels, order
-
+def _n_cols(fields) -> int:
+    """The number of observables, as far as the noise model needs it."""
+    scale = fields["sigma"] if fields["sigma"] is not None else fields["dispersion"]
+    return 0 if scale is None else int(np.size(scale))

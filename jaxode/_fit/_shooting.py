@@ -12,8 +12,8 @@ from .._fixed import FixedDirect
 from .._fixed_solve import solve_fixed_grid
 from .._solve import solve
 from .._solvers import AbstractStepper
-from ._data import unit_of
 from ._problem import resolve_args
+from ._transform import unit_of
 
 
 class Segments(eqx.Module):
@@ -45,7 +45,7 @@ def _boundaries(grid, k):
     return bounds + [len(grid) - 1]
 
 
-def setup(k, grid, obs_index, ys, observed, y0, solver, dt, dtype,
+def setup(k, *, grid, obs_index, ys, observed, y0, solver, dt, dtype,
           observe_is_identity):
     """The segment tables and the starting segment states (relative units, flat)."""
     grid = np.asarray(grid)
@@ -102,13 +102,14 @@ def setup(k, grid, obs_index, ys, observed, y0, solver, dt, dtype,
         seg_h = jnp.asarray(np.stack([np.concatenate([h, np.zeros(n - len(h))])
                                       for h in hs_]), dtype)
         seg_save = jnp.asarray(np.stack(saves))
-    seg = Segments(k, tuple(seg_of), tuple(slot_of), seg_times, seg_t, seg_h, seg_save,
-                   jnp.asarray(mag, dtype))
+    seg = Segments(k=k, seg_of=tuple(seg_of), slot_of=tuple(slot_of),
+                   seg_times=seg_times, seg_t=seg_t, seg_h=seg_h, seg_save=seg_save,
+                   s_scale=jnp.asarray(mag, dtype))
     return seg, (s0 / mag).reshape(-1)
 
 
 def predict(prob, v):
-    """Observables of all segments (flat, in the order of `prob.data`), then the
+    """Observables of all segments (flat, in the order of `prob.obs.data`), then the
     continuity defects between segments."""
     seg = prob.shooting
     g = prob.groups[0]

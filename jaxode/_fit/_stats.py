@@ -1,12 +1,7 @@
-"""Statistics at the optimum: covariance from the Fisher information, Wald intervals
-on each parameter's own scale, convergence, and profile likelihoods."""
-
-import math
-from typing import NamedTuple
+"""Statistics at the optimum: quantiles, covariance from the Fisher information,
+convergence, and where a profile crosses its threshold."""
 
 import numpy as np
-
-from ._data import from_u
 
 
 def _scipy_stats():
@@ -27,14 +22,16 @@ def t_quantile(q: float, dof: float) -> float:
     return float(_scipy_stats().t.ppf(q, dof))
 
 
-def quantile(level: float, mode: str, dof: int) -> float:
-    """Two-sided `level` quantile: Student-t on `n − p` degrees of freedom for least
-    squares (sigma estimated from the residuals), normal for likelihoods."""
+def normal_quantile(q: float) -> float:
+    """The `q` quantile of the standard normal distribution."""
+    return float(_scipy_stats().norm.ppf(q))
+
+
+def quantile(level: float, noise, dof: int) -> float:
+    """Two-sided `level` quantile of the estimates under `noise` (a `NoiseModel`)."""
     if not 0 < level < 1:
         raise ValueError(f"`level` must be in (0, 1), got {level!r}.")
-    if mode == "ls":
-        return t_quantile(0.5 + level / 2, dof) if dof > 0 else math.inf
-    return float(_scipy_stats().norm.ppf(0.5 + level / 2))
+    return noise.quantile(0.5 + level / 2, dof)
 
 
 def chi2_quantile(level: float, dof: int = 1) -> float:
@@ -42,21 +39,18 @@ def chi2_quantile(level: float, dof: int = 1) -> float:
     return float(_scipy_stats().chi2.ppf(level, dof))
 
 
-def covariance_v(mode, info, loss, n, dof):
-    """Covariance of the optimiser coordinates `v`.
-
-    Least squares (`loss` = RSS/n, `info` = 2JᵀJ/n): `s² (JᵀJ)⁻¹` with
-    `s² = RSS/(n − p)`. Likelihoods: the inverse Fisher information."""
+def covariance_v(noise, info, loss, n, dof):
+    """Covariance of the optimiser coordinates `v` under `noise` (a `NoiseModel`):
+    the inverse Fisher information, scaled by the pooled sigma for least squares;
+    infinite where the information is not finite or the data do not determine it."""
     m = info.shape[0]
-    if not np.all(np.isfinite(info)) or (mode == "ls" and dof <= 0):
+    if not np.all(np.isfinite(info)) or not noise.determined(dof):
         return np.full((m, m), np.inf)
     inv = np.linalg.pinv(info, hermitian=True)
-    if mode == "ls":
-        return (loss * n / dof) * (2.0 / n) * inv
-    return inv
+    return noise.scale_covariance(inv, loss, n, dof)
 
 
-def converged(grad, info, jac, weight, data_abs, loss, mode, dtype, curvature):
+def converged(grad, info, jac, weight, data_abs, loss, noise, dtype, curvature):
     """First-order optimality, invariant to scaling: every coordinate's score is
     small against its own curvature (for least squares: every column of the
     Jacobian is nearly orthogonal to the residuals), allowing for the rounding of
@@ -69,8 +63,8 @@ def converged(grad, info, jac, weight, data_abs, loss, mode, dtype, curvature):
     parameters), so its gradient at the optimum can fail the first test although
     no step improves the loss."""
     d = np.abs(np.diag(info))
-    denom = np.sqrt(2 * d * loss) if mode == "ls" else np.sqrt(d)
-    tol = 1e-4 if mode == "ls" else 1e-3
+    denom = noise.score_unit(d, loss)
+    tol = noise.grad_tol
     eps = np.finfo(dtype).eps
     floor = 8 * eps * (np.abs(jac).T @ (weight * data_abs))
     ok = np.abs(grad) <= tol * denom + floor + 1e-12
@@ -83,21 +77,6 @@ def converged(grad, info, jac, weight, data_abs, loss, mode, dtype, curvature):
     except np.linalg.LinAlgError:
         return False
     return bool(np.isfinite(decrease) and 0 <= decrease <= 16 * eps * (abs(loss) + 1))
-
-
-class Profile(NamedTuple):
-    """A profile likelihood: `values` of the parameter, the likelihood-ratio
-    statistic `deviance` (0 at the estimate, χ² with one degree of freedom under
-    the null), the `threshold` at `level`, and the `interval` where the deviance
-    stays below it (`-inf`/`inf`, or a bound, where it never crosses)."""
-
-    name: str
-    values: np.ndarray
-    deviance: np.ndarray
-    estimate: float
-    level: float
-    threshold: float
-    interval: tuple
 
 
 def crossing(u, dev, threshold, i_best):
@@ -117,12 +96,3 @@ def crossing(u, dev, threshold, i_best):
             i = j
         out.append(found)
     return out
-
-
-def natural(kind, unit, u):
-    """Optimiser coordinate(s) `u` of one parameter -> natural value(s)."""
-    class S(NamedTuple):
-        kind: np.ndarray
-        unit: np.ndarray
-    return from_u(S(np.asarray(kind), np.asarray(unit)), np.asarray(u), np)
-
