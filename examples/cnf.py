@@ -32,23 +32,19 @@ class Field(eqx.Module):
 key, data_key = jr.split(jr.PRNGKey(0))
 field = Field(eqx.nn.MLP(3, 2, 64, 2, activation=jnp.tanh, key=key))
 flow = jo.nn.CNF(field, dim=2, trace="exact", rtol=1e-4, atol=1e-4)
-optimizer = optax.adam(3e-3)
-opt_state = optimizer.init(eqx.filter(flow, eqx.is_inexact_array))
 
 
-@eqx.filter_jit
-def step(flow, opt_state, key):
-    x = jaxode.data.toy2d(ns.data, 256, key)
-    nll, grads = eqx.filter_value_and_grad(lambda f: -f.log_prob(x).mean())(flow)
-    updates, opt_state = optimizer.update(grads, opt_state)
-    return eqx.apply_updates(flow, updates), opt_state, nll
+def loss(flow, _, key):  # no data set: every step draws 256 fresh points
+    return -flow.log_prob(jaxode.data.toy2d(ns.data, 256, key)).mean()
 
 
-for i in range(ns.steps):
-    data_key, sub = jr.split(data_key)
-    flow, opt_state, nll = step(flow, opt_state, sub)
-    if i % 100 == 0 or i == ns.steps - 1:
-        print(f"step {i:4d}  negative log-likelihood {float(nll):.3f}")
+def show(step, flow, nll):
+    if (step - 1) % 100 == 0 or step == ns.steps:
+        print(f"step {step - 1:4d}  negative log-likelihood {nll:.3f}")
 
+
+flow, history = jo.train(flow, loss, None, optimizer=optax.adam(3e-3),
+                         steps=ns.steps, key=data_key, loss_key=True, callback=show,
+                         progress=False)
 samples = flow.sample(jr.PRNGKey(1), 1000)
 print(f"sample mean {samples.mean(0)}, sample std {samples.std(0)}")

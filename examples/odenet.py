@@ -28,31 +28,26 @@ print(f"ODE-Net with {jo.nn.count_params(model):,} parameters")
 warmup = min(22, ns.steps // 2)  # one epoch of 22 batches
 schedule = optax.warmup_cosine_decay_schedule(0.0, 3e-3, warmup,
                                               max(ns.steps, warmup + 1))
-optimizer = optax.adamw(schedule)
-opt_state = optimizer.init(eqx.filter(model, eqx.is_inexact_array))
-
-
-@eqx.filter_jit
-def step(model, opt_state, x, y):
-    def loss_fn(m):
-        return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
-
-    loss, grads = eqx.filter_value_and_grad(loss_fn)(model)
-    updates, opt_state = optimizer.update(
-        grads, opt_state, eqx.filter(model, eqx.is_inexact_array))
-    return eqx.apply_updates(model, updates), opt_state, loss
-
-
-rng = np.random.default_rng(0)
 counter = model.ode.counter  # counts evaluations of the vector field at run time
-for i in range(ns.steps):
-    idx = rng.choice(len(y_train), 64, replace=False)
-    counter.reset()
-    model, opt_state, loss = step(model, opt_state, x_train[idx], y_train[idx])
-    if i % 50 == 0 or i == ns.steps - 1:
+
+
+def loss(m, batch):
+    x, y = batch
+    return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+
+
+def show(step, model, value):
+    if (step - 1) % 50 == 0 or step == ns.steps:
         # backsolve: every backward evaluation also evaluates f once more
-        print(f"step {i:4d}  loss {float(loss):.3f}  NFE forward "
+        print(f"step {step - 1:4d}  loss {value:.3f}  NFE forward "
               f"{counter.forward - counter.backward}, backward {counter.backward}")
+    counter.reset()  # the counts of one step
+
+
+model, history = jo.train(model, loss, (x_train, y_train),
+                          optimizer=optax.adamw(schedule), steps=ns.steps,
+                          batch_size=64, key=jr.PRNGKey(1), callback=show,
+                          progress=False)
 
 pred = eqx.filter_jit(lambda m, x: jnp.argmax(m(x), -1))(model, x_test)
 print(f"test error: {100 * float(np.mean(np.asarray(pred) != y_test)):.2f} %")

@@ -38,6 +38,6 @@ model, history = jo.train(model, loss_fn, (train_x, train_y),
 test_x, test_y = sliding_windows(y[310:], 10)  # true windows ending before 320..399
 single = model(jnp.swapaxes(test_x, 0, 1))
 rollout = jo.forecast(model, y[:320], horizon=80)  # one compiled scan over 80 steps
-print(f"final training loss {history['loss'][-1]:.5f}")
+print(f"final training loss {history.loss[-1]:.5f}")
 print(f"single-step RMSE    {float(jnp.sqrt(jnp.mean((single - test_y) ** 2))):.4f}")
 print(f"80-step RMSE        {float(jnp.sqrt(jnp.mean((rollout - y[320:]) ** 2))):.4f}")

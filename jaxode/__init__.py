@@ -29,14 +29,19 @@ from ._solvers import (
     ODECell as ODECell,
 )
 from . import bptt as bptt, nn as nn
-from ._train import load_trained as load_trained, train as train
+from ._train import (
+    TrainHistory as TrainHistory,
+    load_trained as load_trained,
+    train as train,
+)
 from .nn._forecast import forecast as forecast
 
 __all__ = [
     "scan", "ODECell", "Euler", "Midpoint", "Heun", "RK4", "ButcherTableau",
     "AbstractStepper", "Rosenbrock23", "Rodas5P", "Rodas5", "RosenbrockTableau",
     "AbstractRosenbrock", "Event", "solve", "Solution", "ensemble", "member_mesh",
-    "fit", "FitResult", "Profile", "train", "load_trained", "forecast", "bptt", "nn",
+    "fit", "FitResult", "Profile", "train", "TrainHistory", "load_trained", "forecast",
+    "bptt", "nn",
 ]
 
 

@@ -6,6 +6,7 @@ Every model in the library, from an Euler step to an LSTM, is a pure step functi
 truncated backprop through time and rematerialisation.
 """
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -124,6 +125,19 @@ def _truncated_scan(step, carry, xs, length, k, reverse, unroll):
     return carry, ys
 
 
+def _remat_flag(remat: bool | None, checkpoint: bool | None) -> bool:
+    """`remat`, or the deprecated `checkpoint` spelling of it (with a warning)."""
+    if checkpoint is None:
+        return bool(remat)
+    if remat is not None:
+        raise ValueError(
+            f"pass `remat` only: got both `remat`={remat!r} and its deprecated name "
+            f"`checkpoint`={checkpoint!r}.")
+    warnings.warn("`jaxode.scan(..., checkpoint=...)` is deprecated; use `remat=` "
+                  "instead.", DeprecationWarning, stacklevel=3)
+    return bool(checkpoint)
+
+
 def scan(
     step: Callable[[Carry, Any], tuple[Carry, Any]],
     carry: Carry,
@@ -133,8 +147,9 @@ def scan(
     reverse: bool = False,
     mask: Any = None,
     truncate: int | None = None,
-    checkpoint: bool = False,
+    remat: bool | None = None,
     unroll: int | bool = 1,
+    checkpoint: bool | None = None,
 ) -> tuple[Carry, Any]:
     """Run `step(carry, x) -> (carry, y)` over the leading axis of `xs`.
 
@@ -157,16 +172,21 @@ def scan(
       chunks of k steps and the gradient is stopped where one chunk hands its carry to
       the next, so no gradient travels back more than k steps. Forward values are
       unchanged.
-    - `checkpoint`: rematerialise each step in the backward pass instead of storing
-      its intermediates (less memory, same values and gradients).
+    - `remat`: `True` rematerialises each step in the backward pass instead of
+      storing its intermediates (less memory, same values and gradients); `None`
+      (default) or `False` stores them.
     - `unroll`: passed to `lax.scan`.
+    - `checkpoint`: the former name of `remat`; still accepted for one release, with
+      a `DeprecationWarning`.
 
     **Returns:** `(carry, ys)`: the final carry and the stacked outputs, leading axis
     `time`.
 
     **Raises:** `ValueError` when the length is unknown or disagrees with `mask`, when
-    `mask` is not boolean, or when `truncate < 1`.
+    `mask` is not boolean, when `truncate < 1`, or when both `remat` and the
+    deprecated `checkpoint` are given.
     """
+    remat = _remat_flag(remat, checkpoint)
     n = _leading_length(xs)
     if n is None and length is None:
         raise ValueError("`length` is required when `xs` is None or has no arrays.")
@@ -181,7 +201,7 @@ def scan(
     def step(carry, x):  # a plain closure: modules as steps need not be hashable
         return user_step(carry, x)
 
-    if checkpoint:
+    if remat:
         step = jax.checkpoint(step)
     if mask is not None:
         mask = _check_mask(mask, length, carry)

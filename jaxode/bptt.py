@@ -22,10 +22,10 @@ and `U`, `W` collect `δ^{(t)}_j x_jᵀ` and `δ^{(t)}_j s_{j-1}ᵀ` for the k v
 truncate=k)`, which cuts the gradient at fixed chunk boundaries.)
 """
 
-import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import equinox as eqx
 import jax
 import jax.lax as lax
 import jax.numpy as jnp
@@ -197,8 +197,7 @@ def elman_grads_autodiff(params: dict, xs, ys, *, window: int | None = None) -> 
 
 # ------------------------------------------------------------------- gradient flow
 
-@dataclasses.dataclass(frozen=True)
-class GradientFlow:
+class GradientFlow(eqx.Module):
     """How ‖∂L/∂h_t‖ changes as the gradient travels back from the last step.
 
     - `norms`: shape `(T,)`, ‖∂L/∂h_t‖ for t = 0..T−1 (for an LSTM, `h_t` is the whole
@@ -218,7 +217,7 @@ class GradientFlow:
     step_ratios: np.ndarray
     rate: float
     ratio: float
-    verdict: str
+    verdict: str = eqx.field(static=True)
 
     def __str__(self) -> str:
         return (f"{self.verdict}: ||dL/dh|| goes from {self.norms[-1]:.3g} at the last "

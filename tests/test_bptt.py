@@ -1,6 +1,8 @@
 """Hand-written BPTT against autodiff and a NumPy loop; gradient-flow verdicts."""
 
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -128,3 +130,16 @@ def test_gradient_flow_verdicts_over_100_steps(getkey):
     assert "vanishing" in str(sig)
     with pytest.raises(ValueError, match="at least 2 steps"):
         gradient_flow(small_sigmoid, xs[:1])
+
+
+def test_gradient_flow_report_is_a_module_with_a_readable_repr(getkey):
+    rep = gradient_flow(jo.nn.RNNCell(2, 4, key=getkey()), jnp.ones((12, 2)))
+    assert isinstance(rep, jo.bptt.GradientFlow) and isinstance(rep, eqx.Module)
+    numbers = jax.tree_util.tree_leaves(rep)  # the verdict is a label, not a leaf
+    assert len(numbers) == 4 and numbers[0] is rep.norms
+    text = repr(rep)
+    assert "norms=f64[12](numpy)" in text and "step_ratios=f64[11](numpy)" in text
+    assert f"rate={rep.rate!r}" in text and f"verdict={rep.verdict!r}" in text
+    assert str(rep).startswith(f"{rep.verdict}: ||dL/dh|| goes from ")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rep.verdict = "healthy"

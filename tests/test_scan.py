@@ -151,12 +151,12 @@ def test_truncate_reverse_runs_chunks_from_the_end(problem):
                          rtol=_t(1e-12), atol=_t(1e-12))
 
 
-def test_checkpoint_identical_values_and_gradients(problem):
+def test_remat_identical_values_and_gradients(problem):
     params, h0, xs = problem
 
-    def loss(params, checkpoint):
+    def loss(params, remat):
         step = lambda h, x: _elman(params, h, x)  # noqa: E731
-        h, ys = jo.scan(step, h0, xs, checkpoint=checkpoint)
+        h, ys = jo.scan(step, h0, xs, remat=remat)
         return jnp.sum(ys**2) + jnp.sum(h)
 
     assert float(loss(params, True)) == float(loss(params, False))
@@ -164,31 +164,50 @@ def test_checkpoint_identical_values_and_gradients(problem):
                          rtol=_t(1e-14), atol=_t(1e-14))
 
 
-def test_checkpoint_rematerialises_so_the_gradient_needs_less_memory():
-    """`checkpoint=True` is seen in the compiled gradient: the backward pass recomputes
-    each step's intermediates instead of storing them, so XLA's temporary buffers
-    shrink (measured 1.5 MB -> 0.26 MB here)."""
+def _gradient_temp_bytes(**flag) -> int:
+    """XLA's temporary buffers for the gradient of a 500-step scan run with `flag`."""
     H, T = 64, 500
     W = jax.random.normal(jax.random.PRNGKey(0), (H, H), jnp.float32) / 8
     xs = jax.random.normal(jax.random.PRNGKey(1), (T, H), jnp.float32)
 
-    def loss(W, checkpoint):
+    def loss(W):
         step = lambda h, x: (jnp.tanh(2 * jnp.tanh(W @ h + x) + jnp.sin(h)), h)  # noqa: E731
-        h, _ = jo.scan(step, jnp.zeros(H, jnp.float32), xs, checkpoint=checkpoint)
+        h, _ = jo.scan(step, jnp.zeros(H, jnp.float32), xs, **flag)
         return jnp.sum(h)
 
-    temp = {ck: jax.jit(jax.grad(loss), static_argnums=1).lower(W, ck).compile()
-            .memory_analysis().temp_size_in_bytes for ck in (False, True)}
+    return jax.jit(jax.grad(loss)).lower(W).compile().memory_analysis(
+    ).temp_size_in_bytes
+
+
+def test_remat_rematerialises_so_the_gradient_needs_less_memory():
+    """`remat=True` is seen in the compiled gradient: the backward pass recomputes
+    each step's intermediates instead of storing them, so XLA's temporary buffers
+    shrink (measured 1.5 MB -> 0.26 MB here)."""
+    temp = {ck: _gradient_temp_bytes(remat=ck) for ck in (False, True)}
     assert temp[True] < 0.4 * temp[False], temp
 
 
-def test_truncate_with_mask_and_checkpoint_compose(problem):
+def test_truncate_with_mask_and_remat_compose(problem):
     params, h0, xs = problem
     mask = jnp.ones(len(xs), bool)
     step = lambda h, x: _elman(params, h, x)  # noqa: E731
-    a = jo.scan(step, h0, xs, mask=mask, truncate=4, checkpoint=True)
+    a = jo.scan(step, h0, xs, mask=mask, truncate=4, remat=True)
     b = jo.scan(step, h0, xs)
     assert tree_allclose(a, b, rtol=_t(1e-13), atol=_t(1e-13))
+
+
+def test_old_checkpoint_keyword_warns_and_still_rematerialises(problem):
+    params, h0, xs = problem
+    step = lambda h, x: _elman(params, h, x)  # noqa: E731
+    with pytest.warns(DeprecationWarning, match="use `remat=`"):
+        old = jo.scan(step, h0, xs, checkpoint=True)
+    assert tree_allclose(old, jo.scan(step, h0, xs, remat=True), rtol=0, atol=0)
+    with pytest.warns(DeprecationWarning, match="use `remat=`"):
+        temp = _gradient_temp_bytes(checkpoint=True)
+    assert temp == _gradient_temp_bytes(remat=True) < _gradient_temp_bytes()
+    for remat, checkpoint in [(True, True), (False, True), (True, False)]:
+        with pytest.raises(ValueError, match=r"`remat`=.*`checkpoint`="):
+            jo.scan(step, h0, xs, remat=remat, checkpoint=checkpoint)
 
 
 def test_bad_inputs():

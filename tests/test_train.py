@@ -228,3 +228,70 @@ def test_bad_arguments_and_nan_loss(regression):
     with pytest.raises(FloatingPointError, match="step 0"):
         jo.train(_model(), lambda m, b: jnp.log(-1.0 - jnp.sum(m.w ** 2)), (x, y),
                  steps=2, **kw)
+
+
+def test_history_is_a_train_history_read_by_field_or_by_name(regression):
+    x, y = regression
+    _, hist = jo.train(_model(), _mse, (x, y), optimizer=optax.sgd(0.01), steps=4,
+                       progress=False)
+    assert isinstance(hist, jo.TrainHistory) and isinstance(hist, eqx.Module)
+    assert hist["loss"] is hist.loss and hist["grad_norm"] is hist.grad_norm
+    assert hist.loss.shape == hist.grad_norm.shape == (4,)
+    with pytest.raises(KeyError, match="'loss' and 'grad_norm', not 'nfe'"):
+        hist["nfe"]
+    assert repr(hist) == "TrainHistory(loss=f64[4](numpy), grad_norm=f64[4](numpy))"
+    assert str(hist).startswith("TrainHistory over 4 steps: loss ")
+
+
+def _noisy_loss(model, batch, key):
+    """No data: the loss is a fresh uniform draw per step, so `history.loss` shows
+    the keys `train` gave the loss."""
+    return jax.random.uniform(key) + 0.0 * jnp.sum(model.w)
+
+
+def test_loss_key_gives_each_step_its_own_key_and_resume_draws_the_same(tmp_path):
+    kw = dict(optimizer=optax.sgd(0.01), key=jax.random.PRNGKey(5), loss_key=True,
+              progress=False)
+    _, hist = jo.train(_model(), _noisy_loss, None, steps=12, **kw)
+    assert len(set(hist.loss)) == 12  # a new key every step
+    _, again = jo.train(_model(), _noisy_loss, None, steps=12, **kw)
+    assert np.array_equal(again.loss, hist.loss)  # from `key` and the step alone
+    _, other = jo.train(_model(), _noisy_loss, None, steps=12,
+                        **{**kw, "key": jax.random.PRNGKey(6)})
+    assert not np.intersect1d(other.loss, hist.loss).size
+    ckpt = tmp_path / "c.ckpt"
+    jo.train(_model(), _noisy_loss, None, steps=5, checkpoint=ckpt, **kw)
+    _, resumed = jo.train(_model(), _noisy_loss, None, steps=12, checkpoint=ckpt, **kw)
+    assert np.array_equal(resumed.loss, hist.loss)
+    with pytest.raises(ValueError, match="`key` is required when `loss_key=True`"):
+        jo.train(_model(), _noisy_loss, None, steps=2, optimizer=optax.sgd(0.01),
+                 loss_key=True, progress=False)
+
+
+def test_callback_sees_every_step_its_model_and_loss(regression, tmp_path):
+    x, y = regression
+    seen = []
+    kw = dict(optimizer=optax.adam(0.05), progress=False, checkpoint=tmp_path / "c",
+              callback=lambda step, model, loss: seen.append((step, model, loss)))
+    model, hist = jo.train(_model(), _mse, (x, y), steps=6, **kw)
+    assert [s for s, _, _ in seen] == [1, 2, 3, 4, 5, 6]
+    assert [loss for _, _, loss in seen] == list(hist.loss)
+    assert np.array_equal(seen[-1][1].w, model.w)
+    assert not np.array_equal(seen[0][1].w, model.w)  # the model after each step
+    seen.clear()
+    jo.train(_model(), _mse, (x, y), steps=8, **kw)  # resumed: the new steps only
+    assert [s for s, _, _ in seen] == [7, 8]
+
+
+def test_a_second_run_with_the_same_loss_and_optimizer_does_not_recompile(regression):
+    x, y = regression
+    traces = []
+
+    def loss(model, batch):
+        traces.append(1)  # runs while tracing only
+        return _mse(model, batch)
+
+    kw = dict(optimizer=optax.adam(0.05), steps=3, batch_size=16, progress=False)
+    a, _ = jo.train(_model(), loss, (x, y), key=jax.random.PRNGKey(0), **kw)
+    b, _ = jo.train(_model(), loss, (x + 1, y), key=jax.random.PRNGKey(1), **kw)
+    assert len(traces) == 1 and not np.array_equal(a.w, b.w)

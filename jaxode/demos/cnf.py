@@ -12,10 +12,9 @@ from pathlib import Path
 import equinox as eqx
 import jax.numpy as jnp
 import jax.random as jr
-import numpy as np
 import optax
 
-from .. import plot
+from .. import plot, train
 from . import Target, report
 from ..data import toy2d
 from ..nn import CNF
@@ -43,15 +42,10 @@ def run(out: Path, quick: bool = False, name: str = "moons") -> dict:
     batch = 256
     flow = CNF(TimeMLP(2, 64, 2, key=mkey), dim=2, t1=1.0, rtol=1e-4, atol=1e-4)
     optimizer = optax.adam(optax.cosine_decay_schedule(5e-3, steps, alpha=0.1))
-    opt_state = optimizer.init(eqx.filter(flow, eqx.is_inexact_array))
     test = toy2d(name, 2000, dkey)
 
-    @eqx.filter_jit
-    def step(flow, opt_state, key):
-        x = toy2d(name, batch, key)
-        loss, grads = eqx.filter_value_and_grad(lambda f: -f.log_prob(x).mean())(flow)
-        updates, opt_state = optimizer.update(grads, opt_state)
-        return eqx.apply_updates(flow, updates), opt_state, loss
+    def loss(flow, _, key):  # no data set: every step draws fresh points
+        return -flow.log_prob(toy2d(name, batch, key)).mean()
 
     nll = eqx.filter_jit(lambda f, x: -f.log_prob(x).mean())
     print(f"CNF on {name!r}: MLP field 3->64->64->2 (tanh), exact trace, dopri5 "
@@ -60,16 +54,16 @@ def run(out: Path, quick: bool = False, name: str = "moons") -> dict:
     print(f"|{'-' * 7}|{'-' * 11}|{'-' * 11}|{'-' * 8}|")
     start = time.perf_counter()
     every = max(1, steps // 5)
-    history, nlls = [], []  # train loss per step, test NLL at each printed row
-    for i in range(steps):
-        tkey, sub = jr.split(tkey)
-        flow, opt_state, loss = step(flow, opt_state, sub)
-        history.append(float(loss))
-        if i == 0 or (i + 1) % every == 0:
-            test_nll = float(nll(flow, test))
-            nlls.append(test_nll)
-            print(f"| {i + 1:>5} | {float(loss):>9.3f} | {test_nll:>9.3f} |"
+    nlls = []  # test NLL at each printed row
+
+    def show(step, flow, loss):
+        if step == 1 or step % every == 0:
+            nlls.append(float(nll(flow, test)))
+            print(f"| {step:>5} | {loss:>9.3f} | {nlls[-1]:>9.3f} |"
                   f" {time.perf_counter() - start:>6.1f} |", flush=True)
+
+    flow, history = train(flow, loss, None, optimizer=optimizer, steps=steps,
+                          key=tkey, loss_key=True, callback=show, progress=False)
 
     lim, n = 3.0, 90
     grid = jnp.linspace(-lim, lim, n)
@@ -94,4 +88,4 @@ def run(out: Path, quick: bool = False, name: str = "moons") -> dict:
                nlls[0] - nlls[-1], ">=", 0.15),
         Target("learned probability mass inside the plotted square", mass, ">=", 0.9),
     ])
-    return {"flow": flow, "losses": np.asarray(history), "targets": targets}
+    return {"flow": flow, "losses": history.loss, "targets": targets}

@@ -71,7 +71,7 @@ def run(out: Path, quick: bool = False) -> dict:
     print("-" * 73)
     for name, r in results.items():
         print(f"{name:<10} | {r['params']:>6} | {r['seconds']:>7.1f} | "
-              f"{r['history']['loss'][-1]:>10.5f} | {r['rmse_single']:>11.4f} | "
+              f"{r['history'].loss[-1]:>10.5f} | {r['rmse_single']:>11.4f} | "
               f"{r['rmse_rollout']:>12.4f}")
     targets = report([
         *(Target(f"{name} 1-step test RMSE", r["rmse_single"], "<=", TARGET_SINGLE)
@@ -85,7 +85,7 @@ def run(out: Path, quick: bool = False) -> dict:
         x, y[:, 0], SPLIT,
         single={n: (xt, r["single"]) for n, r in results.items()},
         rollout={n: (xt, r["rollout"]) for n, r in results.items()},
-        losses={n: r["history"]["loss"] for n, r in results.items()},
+        losses={n: r["history"].loss for n, r in results.items()},
         title="Noisy sine: Elman RNN and LSTM forecasters (test part right of the line)",
     )
     path = Path(out) / "sine.png"
