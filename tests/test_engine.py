@@ -114,13 +114,13 @@ def test_fixed_adjoint_object_equals_its_name(name, obj):
 def test_fixed_adjoints_run_their_own_loops():
     """The objects differ in their loops, not in a string compared elsewhere: the
     recursive one keeps block starts (√n scan), the backsolve one a custom VJP."""
-    def grad_jaxpr(adjoint):
+    def jaxpr(adjoint):
         def loss(y0):
             return jnp.sum(jo.solve(_decay, y0, np.linspace(0, 1, 3), 1.0,
                                     solver="rk4", substeps=64, adjoint=adjoint).ys)
-        return str(jax.make_jaxpr(jax.grad(loss))(jnp.ones(2)))
+        return str(jax.make_jaxpr(loss)(jnp.ones(2)))
 
-    direct, recursive, backsolve = (grad_jaxpr(a) for a in
+    direct, recursive, backsolve = (jaxpr(a) for a in
                                     (FixedDirect(), FixedRecursive(), FixedBacksolve()))
     assert "custom_vjp" not in direct
     assert "custom_vjp" in recursive and "custom_vjp" in backsolve

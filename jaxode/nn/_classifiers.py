@@ -285,7 +285,7 @@ class RKNet(eqx.Module):
     head: _Head
     t1: float = eqx.field(static=True)
     steps: int = eqx.field(static=True)
-    config: Config
+    config: Config = eqx.field(static=True)
 
     def __init__(self, channels: int = 32, *, classes: int = 10, in_channels: int = 1,
                  t1: float = 1.0, steps: int = 2, solver: Any = "rk4",

@@ -116,7 +116,7 @@ class CNF(eqx.Module):
     t1: float = eqx.field(static=True)
     trace: str = eqx.field(static=True)
     noise: str = eqx.field(static=True)
-    config: Config
+    config: Config = eqx.field(static=True)
 
     def __init__(self, vector_field: Callable[..., Array], *, dim: int,
                  t1: float = 1.0, trace: str = "exact", noise: str = "rademacher",

@@ -176,7 +176,7 @@ class NeuralODE(eqx.Module):
 
     vector_field: Callable[..., PyTree]
     t1: float = eqx.field(static=True)
-    config: Config
+    config: Config = eqx.field(static=True)
     counter: NFECounter | None = eqx.field(static=True)
 
     def __init__(
