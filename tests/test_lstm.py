@@ -1,5 +1,6 @@
 """The LSTM layer's own sequence routine against scanning `LSTMCell.recur`: values and
-gradients in float32 and float64, the batched and the vmapped idiom, reverse."""
+gradients in float32 and float64, the batched and the vmapped idiom, reverse; the cell
+as a step function of `jaxode.scan` and `lax.scan`; `RNN` runs the layer."""
 
 import equinox as eqx
 import jax
@@ -90,3 +91,17 @@ def test_wrong_input_size_names_the_shape():
     cell, xs, _, carry = _data(jnp.float64)
     with pytest.raises(ValueError, match=r"`x` must have shape \(\.\.\., 3\)"):
         cell.run_inputs(carry, xs[..., :2])
+
+
+def test_the_cell_is_a_step_of_jaxode_scan_and_lax_scan():
+    cell, xs, _, carry = _data(jnp.float64)
+    want = cell.run_inputs(carry, xs)
+    _assert_trees_close(jo.scan(cell, carry, xs), want, 1e-12)
+    _assert_trees_close(jax.lax.scan(lambda c, x: cell(c, x), carry, xs), want,
+                        1e-12)
+
+
+def test_rnn_runs_the_written_out_layer_without_a_mask():
+    cell, xs, _, _ = _data(jnp.float64)
+    program = jax.make_jaxpr(lambda xs: jo.nn.RNN(cell)(xs)[0])(xs)
+    assert "custom_vjp" in str(program)

@@ -155,7 +155,7 @@ def test_rnn_gradients_match_finite_differences(getkey):
 
 @pytest.mark.parametrize("reverse", [False, True])
 def test_lstm_fused_backward_equals_autodiff_of_scan(reverse, getkey):
-    """`LSTMCell.sequence` has a hand-written backward; compare it with jax.grad of
+    """`LSTMCell.run_inputs` has a hand-written backward; compare it with jax.grad of
     the plain scan over `recur` (all parameters, inputs and the initial carry)."""
     cell = jo.nn.LSTMCell(3, 4, key=getkey())
     xs = jax.random.normal(getkey(), (9, 2, 3))
@@ -163,12 +163,11 @@ def test_lstm_fused_backward_equals_autodiff_of_scan(reverse, getkey):
     target = jax.random.normal(getkey(), (9, 2, 4))
 
     def loss(cell, xs, h0, c0, fused):
-        px = cell.project(xs)
         if fused:
-            (h, c), ys = cell.sequence((h0, c0), px, reverse=reverse)
+            (h, c), ys = cell.run_inputs((h0, c0), xs, reverse=reverse)
         else:
-            (h, c), ys = jo.scan(lambda k, p: cell.recur(k, p), (h0, c0), px,
-                                 reverse=reverse)
+            (h, c), ys = jo.scan(lambda k, p: cell.recur(k, p), (h0, c0),
+                                 cell.project(xs), reverse=reverse)
         return jnp.sum((ys - target) ** 2) + jnp.sum(h * c) + jnp.sum(jnp.sin(c))
 
     g1 = jax.jit(jax.grad(lambda *a: loss(*a, True), argnums=(0, 1, 2, 3)))(

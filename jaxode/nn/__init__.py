@@ -1,7 +1,8 @@
 """Neural-network modules (equinox): recurrent cells, the `RNN` driver, forecasting,
 continuous-depth models, image classifiers and normalising flows."""
 
-from ._cells import GRUCell as GRUCell, LSTMCell as LSTMCell, RNNCell as RNNCell
+from ._cells import GRUCell as GRUCell, RNNCell as RNNCell
+from ._lstm import LSTMCell as LSTMCell
 from ._forecast import Forecaster as Forecaster
 from ._rnn import RNN as RNN
 from ._classifiers import (

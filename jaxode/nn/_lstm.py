@@ -1,24 +1,39 @@
-"""The LSTM layer over a whole sequence, with a written-out backward pass and a
-batching rule.
+"""The LSTM: `LSTMCell`, its one step, and the layer that runs it over a sequence.
 
-`lstm_layer` gives the values of scanning `LSTMCell.recur`; what it does differently,
-each measured on a training step (batch 32, length 100, input 8, hidden 128, CPU):
+One function, `_step`, holds the LSTM's equations. The cell's own step
+(`cell(carry, x)`, `cell.recur`) and the loop of the sequence layer
+(`LSTMCell.run_inputs`, which `RNN` runs when there is no mask) both call it, and the
+layer's written-out backward pass is the derivative of that step. What the layer does
+beyond scanning the cell, each measured on a training step (batch 32, length 100,
+input 8, hidden 128, CPU):
 
 - the four gate nonlinearities are one full-width `tanh`, using
   `σ(x) = ½·tanh(x/2) + ½` with the halving folded into the weights (a sigmoid and a
-  tanh on column slices of the gate matrix fuse badly);
+  tanh on column slices of the gate matrix fuse badly); the cell's step uses the same
+  form, scaling its pre-activation instead;
 - the loop multiplies `[h | x_t]` by the stacked `[W_hh; W_ih]` once per step;
 - the forward loop keeps only the gate activations and the cell state;
 - the backward loop forms only `dz_t` and `dz_t @ W_hh`; every other per-step factor
   is computed for all steps at once before it, and the weight and bias gradients come
-  from one matmul after it, contracting over time × batch (leading in memory);
+  from one matmul after it, contracting over time × batch (leading in memory).
+
+The layer has no batching rule of its own: under `jax.vmap` JAX batches its forward
+and its written-out backward as they stand, so `vmap` over `(time, input)` examples
+forms the weight gradient as one matmul per example and runs at about half the speed
+of one `(time, batch, input)` call.
 """
 
+import math
+
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["lstm_layer"]
+from ._cells import _Cell, _check_input, _check_size, _uniform
+
+__all__ = ["LSTMCell"]
 
 
 def _gate_scales(H, dtype):
@@ -31,6 +46,21 @@ def _gate_scales(H, dtype):
     return scale, offset
 
 
+def _step(zs, c, scale, offset):
+    """One LSTM step from the scaled pre-activation `zs = s·z` of the four gates and
+    the cell state `c_{t-1}`.
+
+    **Returns:** `(h_t, c_t, a_t)`, with `a_t` the gate activations `[i | f | g | o]`.
+    """
+    a = jnp.tanh(zs) * scale + offset
+    # a split, not four slices: differentiated (the cell's step), its transpose is
+    # one concatenate instead of four padded copies summed
+    i, f, g, o = jnp.split(a, 4, axis=-1)
+    c = f * c + i * g
+    h = o * jnp.tanh(c)
+    return h, c, a
+
+
 def _forward(weight_ih, weight_hh, bias, xs, h0, c0):
     """Forward: xs (T, [B,] I), h0/c0 ([B,] H). Returns hs, cs, acts."""
     H = weight_hh.shape[1]
@@ -40,9 +70,7 @@ def _forward(weight_ih, weight_hh, bias, xs, h0, c0):
 
     def step(carry, x):
         h, c = carry
-        a = jnp.tanh(jnp.concatenate([h, x], -1) @ w + b) * scale + offset
-        c = a[..., H:2 * H] * c + a[..., :H] * a[..., 2 * H:3 * H]
-        h = a[..., 3 * H:] * jnp.tanh(c)
+        h, c, a = _step(jnp.concatenate([h, x], -1) @ w + b, c, scale, offset)
         return (h, c), (h, c, a)
 
     _, (hs, cs, acts) = lax.scan(step, (h0, c0), xs)
@@ -50,18 +78,19 @@ def _forward(weight_ih, weight_hh, bias, xs, h0, c0):
 
 
 @jax.custom_vjp
-def _batched(weight_ih, weight_hh, bias, xs, h0, c0):
+def _layer(weight_ih, weight_hh, bias, xs, h0, c0):
+    """The LSTM over `xs` from `(h0, c0)`. **Returns:** `(hs, (h_T, c_T))`."""
     hs, cs, _ = _forward(weight_ih, weight_hh, bias, xs, h0, c0)
     return hs, (hs[-1], cs[-1])
 
 
-def _batched_fwd(weight_ih, weight_hh, bias, xs, h0, c0):
+def _layer_fwd(weight_ih, weight_hh, bias, xs, h0, c0):
     hs, cs, acts = _forward(weight_ih, weight_hh, bias, xs, h0, c0)
     return (hs, (hs[-1], cs[-1])), (weight_ih, weight_hh, bias, xs, h0, c0, hs, cs,
                                     acts)
 
 
-def _batched_bwd(res, cotangents):
+def _layer_bwd(res, cotangents):
     weight_ih, weight_hh, bias, xs, h0, c0, hs, cs, acts = res
     dhs, (dh_T, dc_T) = cotangents
     H = h0.shape[-1]
@@ -93,11 +122,84 @@ def _batched_bwd(res, cotangents):
     return d_ih, d_hh, (None if bias is None else d_b), dxs, dh0, dc0
 
 
-_batched.defvjp(_batched_fwd, _batched_bwd)
+_layer.defvjp(_layer_fwd, _layer_bwd)
 
 
-def lstm_layer(weight_ih, weight_hh, bias, xs, carry):
-    """The LSTM over `xs` of shape `(time, input)` or `(time, batch, input)` from
-    `carry = (h0, c0)`. **Returns:** `(hs, (h_T, c_T))`."""
-    h0, c0 = carry
-    return _batched(weight_ih, weight_hh, bias, xs, h0, c0)
+class LSTMCell(_Cell):
+    """Long short-term memory cell. Carry `(h, c)`, output `h_t`.
+
+    With `z = W_ih x_t + W_hh h_{t-1} + b` split into four blocks `z_i, z_f, z_g, z_o`
+    (rows of `W_ih`, `W_hh`, `b` in that order, as in PyTorch):
+
+    - input gate `i_t = σ(z_i)`, forget gate `f_t = σ(z_f)`, output gate
+      `o_t = σ(z_o)`, candidate `g_t = tanh(z_g)`;
+    - cell state `c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t`;
+    - hidden state `h_t = o_t ⊙ tanh(c_t)`.
+
+    The cell state path `c_{t-1} → c_t` is a product with `f_t` only, so a forget gate
+    near 1 lets the gradient travel far back.
+
+    `cell(carry, x)` is one step; `cell.run_inputs(carry, xs)` is the same step over a
+    whole sequence with a written-out backward pass, which `RNN` runs when there is no
+    mask.
+
+    **Arguments:**
+
+    - `input_size`, `hidden_size`: feature sizes of `x_t` and `h_t`.
+    - `forget_bias`: added to the forget-gate bias at initialisation (default 1.0,
+      so `f_t` starts near `σ(1) ≈ 0.73`).
+    - `use_bias`, `dtype`, `key`: as for `RNNCell`.
+    """
+
+    weight_ih: Float[Array, "4*hidden input"]
+    weight_hh: Float[Array, "4*hidden hidden"]
+    bias: Float[Array, " 4*hidden"] | None
+    input_size: int = eqx.field(static=True)
+    hidden_size: int = eqx.field(static=True)
+
+    def __init__(self, input_size: int, hidden_size: int, *, forget_bias: float = 1.0,
+                 use_bias: bool = True, dtype=None, key: PRNGKeyArray):
+        self.input_size = _check_size("input_size", input_size)
+        self.hidden_size = H = _check_size("hidden_size", hidden_size)
+        dtype = dtype or jnp.zeros(()).dtype
+        k1, k2, k3 = jax.random.split(key, 3)
+        bound = 1 / math.sqrt(H)
+        self.weight_ih = _uniform(k1, (4 * H, input_size), bound, dtype)
+        self.weight_hh = _uniform(k2, (4 * H, H), bound, dtype)
+        if use_bias:
+            self.bias = _uniform(k3, (4 * H,), bound, dtype).at[H:2 * H].add(forget_bias)
+        else:
+            self.bias = None
+
+    def init_carry(self, batch_shape: tuple[int, ...] = ()):
+        """The zero initial carry `(h, c)`, with optional leading batch axes."""
+        z = jnp.zeros((*batch_shape, self.hidden_size), self.weight_hh.dtype)
+        return z, z
+
+    def run_inputs(self, carry, xs, *, reverse: bool = False):
+        """The cell over a whole sequence of raw inputs `xs`, shape `(time, input)` or
+        `(time, batch, input)`, from `carry`: the values and gradients of scanning
+        `cell(carry, x)`, with a written-out backward pass.
+
+        **Arguments:**
+
+        - `carry`: the initial `(h, c)`.
+        - `xs`: the inputs, time first.
+        - `reverse`: run from the last step to the first; `ys` stay in input order.
+
+        **Returns:** `(carry, ys)`, as `jaxode.scan` does.
+
+        **Raises:** `ValueError` when the last axis of `xs` is not `input_size`.
+        """
+        _check_input(self, xs)
+        if reverse:
+            xs = xs[::-1]
+        ys, carry = _layer(self.weight_ih, self.weight_hh, self.bias, xs, *carry)
+        return carry, (ys[::-1] if reverse else ys)
+
+    def recur(self, carry, px):
+        """The recurrent half of the step, from the input projection `px`."""
+        h, c = carry
+        scale, offset = _gate_scales(self.hidden_size, px.dtype)
+        h, c, _ = _step((px + h @ self.weight_hh.T) * scale, c, scale, offset)
+        return (h, c), h

@@ -25,15 +25,13 @@ def _check_cell(name: str, cell) -> None:
 
 
 def _run(cell, xs, carry, mask, reverse, unroll):
-    """One cell over one sequence: the cell's own sequence routine where it has one,
-    else all input projections in one matmul, then a scan."""
+    """One cell over one sequence: without a mask, the cell's own sequence layer
+    (`run_inputs`) where it has one; else all input projections in one matmul, then a
+    scan of `recur`."""
     if mask is None and hasattr(cell, "run_inputs"):
         return cell.run_inputs(carry, xs, reverse=reverse)
-    px = cell.project(xs)
-    if mask is None and hasattr(cell, "sequence"):
-        return cell.sequence(carry, px, reverse=reverse, unroll=unroll)
-    return scan(lambda c, p: cell.recur(c, p), carry, px, mask=mask, reverse=reverse,
-                unroll=unroll)
+    return scan(lambda c, p: cell.recur(c, p), carry, cell.project(xs), mask=mask,
+                reverse=reverse, unroll=unroll)
 
 
 class RNN(eqx.Module):
@@ -44,8 +42,9 @@ class RNN(eqx.Module):
 
     Before the scan each layer applies its cell's input half (`cell.project`) to all
     steps in one matmul; the scan then runs only the recurrent half (`cell.recur`,
-    all gates in one matmul). Without a mask the layer runs `cell.sequence`, which for
-    an `LSTMCell` has a hand-written backward pass (same values and gradients).
+    all gates in one matmul). Without a mask, a cell with its own sequence layer
+    (`run_inputs`, as `LSTMCell` has: a written-out backward pass, the same values
+    and gradients) runs that instead.
 
     **Arguments:**
 
@@ -58,7 +57,7 @@ class RNN(eqx.Module):
     - `reverse`: run the (forward) cells from the last step to the first; outputs stay
       in input order.
     - `unroll`: passed to `lax.scan` (several steps per loop iteration is often faster
-      on CPU).
+      on CPU); a cell's own sequence layer (`LSTMCell` without a mask) does not use it.
 
     **Carry:** for one unidirectional layer, the cell's own carry (`h`, or `(h, c)` for
     an LSTM). Otherwise a tuple with one entry per layer, and for bidirectional layers
