@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ._train import TrainHistory
+
 try:
     import matplotlib
     from matplotlib.figure import Figure
@@ -150,10 +152,13 @@ def losses(history, *, title: str = "", xlabel: str = "step",
            ylabel: str = "loss") -> Figure:
     """Loss curves against the step.
 
-    - `history`: a 1-D array of losses, or a dict `name -> 1-D array` for several
-      curves (e.g. `{"train": ..., "validation": ...}`). The y axis is logarithmic
-      when every value is positive. Non-finite values are left out of the axis range.
+    - `history`: a 1-D array of losses, the `TrainHistory` of `jaxode.train` (its
+      `loss`), or a dict `name -> 1-D array` for several curves (e.g.
+      `{"train": ..., "validation": ...}`). The y axis is logarithmic when every
+      value is positive. Non-finite values are left out of the axis range.
     """
+    if isinstance(history, TrainHistory):
+        history = history.loss
     curves = history if isinstance(history, dict) else {"loss": history}
     fig, ax = _subplots(figsize=(6.5, 4), layout="constrained")
     positive = True
@@ -389,21 +394,17 @@ def fit_losses(losses, *, polish_start: int | None = None, title: str = "") -> F
     losses = np.asarray(losses, dtype=float)
     fig, ax = _subplots(figsize=(7, 4.2), layout="constrained")
     it = np.arange(1, len(losses) + 1)
-    if polish_start is not None and 0 < polish_start < len(losses):
+    polished = polish_start is not None and 0 < polish_start < len(losses)
+    if polished:
         ax.semilogy(it[:polish_start], losses[:polish_start], lw=1.5,
                     label="optimiser (Adam)")
         ax.semilogy(it[polish_start - 1:], losses[polish_start - 1:], lw=2,
                     label="Levenberg–Marquardt polish")
         ax.axvline(polish_start, color="gray", lw=0.8, ls=":")
-        ax.legend(frameon=False)
     else:
         ax.semilogy(it, losses, lw=1.5)
-    ax.set_xlabel("iteration")
-    ax.set_ylabel("mean squared residual")
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    return fig
+    return _finish(fig, ax, "iteration", "mean squared residual", title,
+                   legend=polished, grid_which="both")
 
 
 def profiles(result, names: Sequence[str] | None = None, *, level: float = 0.95,
@@ -457,9 +458,5 @@ def waterfall(result, *, title: str = "") -> Figure:
     offset = losses - losses[0]
     floor = max(1e-12, 1e-9 * max(1.0, abs(losses[0])))
     ax.semilogy(np.arange(1, len(losses) + 1), offset + floor, "o-", ms=5)
-    ax.set_xlabel("start (sorted by final objective)")
-    ax.set_ylabel("final objective − best")
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3, which="both")
-    return fig
+    return _finish(fig, ax, "start (sorted by final objective)",
+                   "final objective − best", title, legend=False, grid_which="both")

@@ -34,6 +34,9 @@ def _entry_points():
         "ensemble": lambda **kw: jo.ensemble(_decay, jnp.ones((3, 2)), TS, 1.0, **kw),
         "NeuralODE": lambda **kw: NeuralODE(Linear(A), **kw),
         "CNF": lambda **kw: CNF(Linear(A), dim=2, **kw),
+        "fit": lambda **kw: jo.fit(lambda t, y, p: -p["k"] * y, {"k": 1.0},
+                                   ts=TS[1:], ys=np.exp(-TS[1:, None]) * np.ones(2),
+                                   y0=np.ones(2), steps=1, progress=False, **kw),
     }
 
 
@@ -50,7 +53,7 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("entry", ["solve", "ensemble", "NeuralODE", "CNF"])
+@pytest.mark.parametrize("entry", ["solve", "ensemble", "NeuralODE", "CNF", "fit"])
 @pytest.mark.parametrize("options,message", BAD)
 def test_every_entry_point_checks_options_the_same_way(entry, options, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
@@ -143,3 +146,21 @@ def test_per_call_tolerances_are_checked():
         model.solve(jnp.ones(2), rtol=-1.0)
     np.testing.assert_allclose(model.solve(jnp.ones(2), rtol=1e-8, atol=1e-8).ys[-1],
                                jax.scipy.linalg.expm(A) @ jnp.ones(2), rtol=1e-6)
+
+
+def test_fit_runs_shooting_with_the_adjoint_it_is_given():
+    """`fit` passes its `adjoint` to every solve, the shooting segments' included,
+    and refuses the one combination that cannot follow its steps."""
+    ts = np.linspace(0.5, 4.0, 8)
+    ys = 2.0 * np.exp(-0.6 * ts)[:, None]
+
+    def run(**kw):
+        return jo.fit(_decay, 1.0, ts=ts, ys=ys, y0=np.array([2.0]), t0=0.0,
+                      solver="rk4", dt=0.05, shooting=2, steps=200, progress=False,
+                      **kw)
+
+    default, recursive = run(), run(adjoint="recursive")
+    assert abs(float(default.params) - 0.6) < 1e-3
+    np.testing.assert_allclose(recursive.params, default.params, rtol=1e-6)
+    with pytest.raises(ValueError, match="`shooting` with a fixed-step solver"):
+        run(adjoint="backsolve")

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxode
 from jaxode import plot
 
 
@@ -44,6 +45,10 @@ def test_losses_log_scale_and_several_curves():
     assert ax.get_legend() is not None
     fig = plot.losses(np.array([1.0, -0.5, 0.2]))  # a negative loss: linear axis
     assert fig.axes[0].get_yscale() == "linear"
+    # what `train` returns plots its loss curve
+    history = jaxode.TrainHistory(loss=np.geomspace(1, 1e-2, 7), grad_norm=np.ones(7))
+    (line,) = plot.losses(history).axes[0].get_lines()
+    np.testing.assert_array_equal(line.get_ydata(), history.loss)
 
 
 def test_importing_plot_keeps_the_users_backend_and_pyplot_untouched(tmp_path):

@@ -18,7 +18,8 @@ import optax
 
 from .._sharding import member_mesh, pad, padded_size, split
 from .._errors import short
-from .._engine import resolve_solver
+from .._engine import Config, configure
+from .._fixed import FixedBacksolve
 from . import _shooting, _stats
 from ._data import check_params, element_labels, param_spec, prepare_groups
 from ._loop import MAX_BAD, default_optimizer, make_loop, run_loop
@@ -163,20 +164,18 @@ def fit(
         mask=mask, t0=t0, experiments=experiments, observe=observe, noise=noise,
         sigma=sigma, steps=steps, polish=polish, multistart=multistart, key=key,
         optimizer=optimizer, solve_kwargs=solve_kwargs)
-    solver = resolve_solver(solver)
-    user_adjoint = "adjoint" in solve_kwargs
+    config = _solve_config(solver, solve_kwargs)
     dtype = jnp.result_type(float)
-    built = _build(f, inputs, observe=observe, fit_y0=fit_y0, solver=solver,
-                   solve_kwargs=solve_kwargs,
-                   adjoint=None if user_adjoint else "forward", dtype=dtype)
-    jac_mode = "bwd" if user_adjoint else "fwd"
+    built = _build(f, inputs, observe=observe, fit_y0=fit_y0, config=config,
+                   dtype=dtype)
+    jac_mode = "fwd" if config.forward_mode else "bwd"
     n = int(built.observed.sum())
     message = _warn_too_few(n, built.prob, fit_y0)
     starts = _starts(built, multistart=multistart, key=key, devices=devices,
                      dtype=dtype)
     segments = _segments(shooting, built.prob, inputs.groups,
                          experiments=experiments, fit_y0=fit_y0, observe=observe,
-                         solver=solver, dt=solve_kwargs.get("dt"))
+                         config=config)
     state, losses, loop = _optimise(
         built, starts, segments, optimizer=inputs.optimizer, steps=steps,
         n_polish=inputs.n_polish, jac_mode=jac_mode, progress=progress)
@@ -203,8 +202,15 @@ def _check_inputs(params0, *, positive, scale, bounds, ts, ys, y0, mask, t0,
                    noise=noise_model, n_polish=n_polish, optimizer=optimizer)
 
 
-def _build(f, inputs, *, observe, fit_y0, solver, solve_kwargs, adjoint,
-           dtype) -> _Built:
+def _solve_config(solver, solve_kwargs) -> Config:
+    """`fit`'s solve options, checked by the engine's one validator: derivatives in
+    forward mode unless `adjoint` says otherwise, and a failed solve reported to the
+    loop (which rejects the step) instead of raised."""
+    return configure(solver=solver, throw=False,
+                     **{"adjoint": "forward", **solve_kwargs})
+
+
+def _build(f, inputs, *, observe, fit_y0, config, dtype) -> _Built:
     """The problem, the transform of `v`, its start and its bounds."""
     groups, spec, noise = inputs.groups, inputs.spec, inputs.noise
     k = groups[0].ys.shape[2]
@@ -232,14 +238,13 @@ def _build(f, inputs, *, observe, fit_y0, solver, solve_kwargs, adjoint,
                  + Transform.of([Scale.LOG] * noise.n_noise, np.ones(noise.n_noise)))
     leaves = jtu.tree_leaves(inputs.params0)
     prob = Problem(
-        f=f, h=observe, solver=solver, solve_kwargs=solve_kwargs,
+        f=f, h=observe, config=config,
         transform=_as_arrays(transform, dtype), groups=tuple(gdata),
         obs=Observations(data=jnp.asarray(data, dtype), observed=jnp.asarray(observed),
                          column=jnp.asarray(column)),
         noise=_as_arrays(noise, dtype), treedef=jtu.tree_structure(inputs.params0),
         shapes=tuple(jnp.shape(x) for x in leaves),
-        dtype=jnp.result_type(*leaves, float), n_cols=k, n_p=n_p, n_y0=n_y0,
-        adjoint=adjoint)
+        dtype=jnp.result_type(*leaves, float), n_cols=k, n_p=n_p, n_y0=n_y0)
     v0 = np.concatenate([transform[: n_p + n_y0].to_u(np.concatenate([spec.flat0,
                                                                         *y0s])),
                          noise.initial_log_scale(data, observed, column)])
@@ -274,17 +279,23 @@ def _starts(built, *, multistart, key, devices, dtype) -> jax.Array:
     return _spread_starts(starts, dtype, devices)
 
 
-def _segments(shooting, prob, groups, *, experiments, fit_y0, observe, solver, dt):
+def _segments(shooting, prob, groups, *, experiments, fit_y0, observe, config):
     """For multiple shooting, the segment tables and the segment starts; else None."""
     if shooting is None:
         return None
+    if isinstance(config.adjoint, FixedBacksolve):
+        raise ValueError(
+            "`shooting` with a fixed-step solver runs each segment as a list of "
+            "steps, which the 'backsolve' adjoint does not follow; use "
+            "adjoint='recursive', 'direct' or 'forward' (the default).")
     if len(groups) > 1 or experiments is not None:
         raise ValueError("`shooting` works on one set of trajectories; it cannot be "
                          "combined with `experiments`.")
     g = groups[0]
     grid, obs_index, obs = _grid(g, fit_y0, observe)
     return _shooting.setup(shooting, grid=grid, obs_index=obs_index, ys=g.ys,
-                           observed=obs, y0=g.y0, solver=solver, dt=dt,
+                           observed=obs, y0=g.y0, solver=config.solver,
+                           dt=config.dt,
                            dtype=prob.dtype, observe_is_identity=observe is None)
 
 

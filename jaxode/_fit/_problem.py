@@ -15,8 +15,7 @@ import jax.numpy as jnp
 import jax.tree_util as jtu
 import numpy as np
 
-from .._solve import solve
-from .._solvers import AbstractStepper
+from .._engine import Config, solve_with
 from ._noise import NoiseModel, Observations
 from ._transform import Transform
 
@@ -53,8 +52,7 @@ class Problem(eqx.Module):
 
     f: Callable
     h: Callable | None
-    solver: Any
-    solve_kwargs: dict
+    config: Config  # the solve options, checked by `configure`
     transform: Transform  # natural <-> optimiser coordinates of v[:n_v]
     groups: tuple  # a GroupData per group of trajectories
     obs: Observations
@@ -65,7 +63,6 @@ class Problem(eqx.Module):
     n_cols: int = eqx.field(static=True)
     n_p: int = eqx.field(static=True)
     n_y0: int = eqx.field(static=True)
-    adjoint: Any = eqx.field(static=True)
     shooting: Any = None  # a _shooting.Segments when shooting
 
     @property
@@ -94,17 +91,12 @@ class Problem(eqx.Module):
         return unflatten(self.treedef, self.shapes, self.dtype, flat, jnp)
 
     # -- the model
-    def solve_group(self, g, params, y0, grid, throw=False, adjoint=None):
+    def solve_group(self, g, params, y0, grid, throw=False):
         p = resolve_args(params, g.args)
-        kwargs = dict(self.solve_kwargs)
-        if isinstance(self.solver, AbstractStepper):
-            kwargs.setdefault("adjoint", "direct")  # a plain scan: both modes work
-        elif adjoint is not None:
-            kwargs.setdefault("adjoint", adjoint)
+        config = self.config.replace(throw=throw)
 
         def one(y):
-            return solve(self.f, y, np.asarray(grid), p, solver=self.solver,
-                         throw=throw, **kwargs).ys
+            return solve_with(config, self.f, y, np.asarray(grid), p).ys
 
         return jax.vmap(one)(y0)  # (B, len(grid), D)
 
@@ -122,7 +114,7 @@ class Problem(eqx.Module):
         params = self.unflatten(flat)
         out = []
         for g, y0 in zip(self.groups, y0s):
-            ys = self.solve_group(g, params, y0, g.grid, adjoint=self.adjoint)
+            ys = self.solve_group(g, params, y0, g.grid)
             ys = ys[:, np.asarray(g.obs_index)]
             out.append(self.observe(g, params, g.t_obs, ys).reshape(-1))
         return jnp.concatenate(out)

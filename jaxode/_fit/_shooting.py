@@ -8,9 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._fixed import plan_grid, step_list
-from .._fixed import FixedDirect
 from .._fixed_solve import solve_fixed_grid
-from .._solve import solve
+from .._engine import solve_with
 from .._solvers import AbstractStepper
 from ._problem import resolve_args
 from ._transform import unit_of
@@ -122,19 +121,15 @@ def predict(prob, v):
     p = resolve_args(params, g.args)
     if seg.seg_t is not None:
         def one(y, t_steps, h_steps, save):
-            ys, _, _ = solve_fixed_grid(prob.f, prob.solver, y, None, t_steps,
-                                        h_steps, save, None, p, False, FixedDirect())
+            ys, _, _ = solve_fixed_grid(prob.f, prob.config.solver, y, None, t_steps,
+                                        h_steps, save, None, p, False,
+                                        prob.config.adjoint)
             return ys
         per = jax.vmap(one)
         out = jax.vmap(lambda st: per(st, seg.seg_t, seg.seg_h, seg.seg_save))(starts)
     else:
-        kwargs = dict(prob.solve_kwargs)
-        if prob.adjoint is not None:
-            kwargs.setdefault("adjoint", prob.adjoint)
-
         def one(y, ts):
-            return solve(prob.f, y, ts, p, solver=prob.solver, throw=False,
-                         **kwargs).ys
+            return solve_with(prob.config, prob.f, y, ts, p).ys
         times = jnp.asarray(np.asarray(seg.seg_times), y0.dtype)
         per = jax.vmap(one)
         out = jax.vmap(lambda st: per(st, times))(starts)  # (B, k, slots, D)
