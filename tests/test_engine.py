@@ -79,6 +79,14 @@ def test_configure_resolves_names_to_objects_once():
     assert isinstance(model.config, Config) and model.fixed_step
     assert isinstance(model.config.adjoint, FixedBacksolve)
     assert isinstance(CNF(Linear(A), dim=2).config.solver, diffrax.Dopri5)
+    # and read them back as before, resolved
+    model = NeuralODE(Linear(A), rtol=1e-4, atol=1e-5, dt=0.1, max_steps=99)
+    assert (model.rtol, model.atol, model.dt, model.max_steps) == (1e-4, 1e-5, 0.1, 99)
+    assert isinstance(model.solver, diffrax.Dopri5)
+    assert isinstance(model.adjoint, diffrax.BacksolveAdjoint)
+    flow = CNF(Linear(A), dim=2, solver="tsit5", rtol=1e-6, max_steps=7)
+    assert isinstance(flow.solver, diffrax.Tsit5) and flow.rtol == 1e-6
+    assert flow.max_steps == 7
 
 
 def test_configure_rejects_option_combinations():

@@ -140,6 +140,13 @@ class CNF(eqx.Module):
         self.trace = trace
         self.noise = noise
 
+    # the options as `configure` resolved them (names became solver and adjoint objects)
+    solver = property(lambda self: self.config.solver)
+    adjoint = property(lambda self: self.config.adjoint)
+    rtol = property(lambda self: self.config.rtol)
+    atol = property(lambda self: self.config.atol)
+    max_steps = property(lambda self: self.config.max_steps)
+
     def _points(self, x: Array, name: str) -> tuple[Array, bool]:
         x = jnp.asarray(x)
         if not jnp.issubdtype(x.dtype, jnp.floating):

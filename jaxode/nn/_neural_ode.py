@@ -205,6 +205,14 @@ class NeuralODE(eqx.Module):
         else:
             self.counter = NFECounter() if count_nfe else None
 
+    # the options as `configure` resolved them (names became solver and adjoint objects)
+    solver = property(lambda self: self.config.solver)
+    adjoint = property(lambda self: self.config.adjoint)
+    rtol = property(lambda self: self.config.rtol)
+    atol = property(lambda self: self.config.atol)
+    dt = property(lambda self: self.config.dt)
+    max_steps = property(lambda self: self.config.max_steps)
+
     @property
     def fixed_step(self) -> bool:
         """True for a fixed-step solver (`"euler"`, `"rk4"`, ..., a jaxode stepper)."""
