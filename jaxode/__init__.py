@@ -46,9 +46,10 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    # `jo.plot` and `jo.data` import on first use: `jaxode.plot` needs matplotlib (the
-    # `plot` extra), which `import jaxode` must not require
-    if name in ("plot", "data"):
+    # `jo.plot`, `jo.data` and `jo.petab` import on first use: `jaxode.plot` needs
+    # matplotlib (the `plot` extra) and `jaxode.petab` the `petab` extra, which
+    # `import jaxode` must not require
+    if name in ("plot", "data", "petab"):
         import importlib
 
         return importlib.import_module(f"jaxode.{name}")

@@ -138,19 +138,18 @@ def run_fixed(config, f, y0, ts, args, ts_host) -> Solution:
             f, solver, y0, ts, jnp.asarray(t_steps, ts.dtype),
             jnp.asarray(h_steps, ts.dtype), tuple(int(i) for i in save_index),
             tuple(int(c) for c in counts), args, throw, adjoint)
-        return Solution(ts, ys, stats, ok, result=_result_of(ok))
-    run = lambda show: solve_fixed(  # noqa: E731
-        f, solver, y0, ts, args, counts, uniform, adjoint, throw, show)
-    if not config.progress:
-        ys, ok, stats = run(False)
-        return Solution(ts, ys, stats, ok, result=_result_of(ok))
-    _Progress.open(ts.shape[0] - 1)
-    try:
-        ys, ok, stats = run(True)
-        jax.block_until_ready((ys, ok, stats))
-        jax.effects_barrier()
-    finally:
-        _Progress.close()
+    elif not config.progress:
+        ys, ok, stats = solve_fixed(f, solver, y0, ts, args, counts, uniform, adjoint,
+                                    throw, False)
+    else:
+        _Progress.open(ts.shape[0] - 1)
+        try:
+            ys, ok, stats = solve_fixed(f, solver, y0, ts, args, counts, uniform,
+                                        adjoint, throw, True)
+            jax.block_until_ready((ys, ok, stats))
+            jax.effects_barrier()
+        finally:
+            _Progress.close()
     return Solution(ts, ys, stats, ok, result=_result_of(ok))
 
 
