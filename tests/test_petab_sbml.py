@@ -205,3 +205,25 @@ def test_unsupported_features_are_named(tmp_path, change, feature, element):
         import_sbml(path)
     message = str(info.value)
     assert feature in message and element in message and "unsupported.xml" in message
+
+
+def test_constant_species_are_parameters_and_boundary_species_do_not_react(tmp_path):
+    doc = _small_model()
+    model = doc.getModel()
+    for sid, constant in (("E", True), ("F", False)):
+        _add(model, "Species", sid, Compartment="cell", Constant=constant,
+             BoundaryCondition=True, HasOnlySubstanceUnits=False, InitialAmount=3.0)
+    _formula(model.getReaction("R1").getKineticLaw(), "k1 * cell * A * E * F")
+    _add(model.getReaction("R1"), "Reactant", "", Species="F", Stoichiometry=1,
+         Constant=True).unsetId()
+    ode = import_sbml(_write(doc, tmp_path))
+    assert [s.name for s in ode.parameters][-1] == "E"
+    assert ode.defaults[-1] == 3.0 / V
+    assert [s.name for s in ode.states] == ["A", "B", "C", "F", "q"]
+    p = np.array(ode.defaults)
+    np.testing.assert_allclose(compile_exprs(ode.initial, [ode.parameters])(p),
+                               [A0, B0, C0, 3.0 / V, 1.0], rtol=1e-15)
+    y = np.array([1.0, 1.0, 1.0, 2.0, 1.0])
+    dy = compile_exprs(ode.rhs, [[ode.t], ode.states, ode.parameters])(
+        np.array([0.0]), y, p)
+    np.testing.assert_allclose(np.asarray(dy)[[0, 3]], [-K1 * 1.5 * 2.0, 0.0], rtol=1e-15)
