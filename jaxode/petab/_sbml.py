@@ -190,8 +190,9 @@ def _read(path: Path) -> libsbml.SBMLDocument:
     return doc
 
 
-def _refuse(path, feature: str, element_id: str):
-    raise ValueError(f"{path}: {feature} are not supported ('{element_id}')")
+def _refuse(path, feature: str, element_id: str = "", where: str = ""):
+    at = f"in the {where}" if where else f"'{element_id}'"
+    raise ValueError(f"{path}: {feature} are not supported ({at})")
 
 
 def _label(element, index: int, kind: str) -> str:
@@ -246,7 +247,7 @@ def _parse(element, where: str, path, t: sp.Symbol) -> sp.Expr:
         url = getattr(call.func, "definition_url", None)
         feature = (f"SBML '{url.rsplit('/', 1)[-1]}' functions" if url
                    else f"calls of the undefined function '{call.func}'")
-        _refuse(path, feature, where)
+        _refuse(path, feature, where=where)
     swap = {}
     for c in expr.atoms(sbmlmath.CSymbol):
         if c.definition_url == _TIME_URL:
@@ -254,7 +255,7 @@ def _parse(element, where: str, path, t: sp.Symbol) -> sp.Expr:
         elif c.definition_url == _AVOGADRO_URL:
             swap[c] = _AVOGADRO
         else:
-            _refuse(path, f"SBML symbols '{c.definition_url}'", where)
+            _refuse(path, f"SBML symbols '{c.definition_url}'", where=where)
     return expr.xreplace(swap)
 
 
