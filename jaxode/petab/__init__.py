@@ -5,6 +5,8 @@ Needs the extra `[petab]` (the `petab` library, `python-libsbml`, `sympy`, `pand
 
 from pathlib import Path
 
+from ._problem import PetabFit as PetabFit, PetabProblem as PetabProblem, load as load
+
 PROBLEMS = Path(__file__).resolve().parent / "problems"
 
-__all__ = ["PROBLEMS"]
+__all__ = ["PROBLEMS", "PetabProblem", "PetabFit", "load"]
