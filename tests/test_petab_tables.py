@@ -145,6 +145,43 @@ def test_gradient_equals_central_differences(prob):
     np.testing.assert_allclose(np.asarray(grad), fd, rtol=1e-5)
 
 
+def _pulse_problem(on, off_cell):
+    # dY/dt = 1 while on <= t <= off (times from the condition table), else 0
+    t, y, on_s, off_s = sp.symbols("time Y on off")
+    u = sp.Piecewise((1.0, (t >= on_s) & (off_s >= t)), (0, True))
+    model = OdeModel(t=t, states=(y,), parameters=(on_s, off_s), defaults=(0.0, 0.0),
+                     rhs=(u,), initial=(sp.Integer(0),), assignments={})
+    problem = petab.v1.Problem(
+        condition_df=pd.DataFrame({"conditionId": ["c"], "on": [on],
+                                   "off": [off_cell]}).set_index("conditionId"),
+        measurement_df=pd.DataFrame({
+            "observableId": ["y", "y"], "simulationConditionId": ["c", "c"],
+            "measurement": [0.0, 0.0], "time": [0.0, 10.0]}),
+        observable_df=pd.DataFrame({"observableId": ["y"], "observableFormula": ["Y"],
+                                    "noiseFormula": ["1"]}).set_index("observableId"),
+        parameter_df=pd.DataFrame({
+            "parameterId": ["t_off"], "parameterScale": ["lin"], "lowerBound": [5.0],
+            "upperBound": [9.0], "nominalValue": [5.5], "estimate": [1]}
+        ).set_index("parameterId"))
+    return PetabProblem(problem, model)
+
+
+@pytest.mark.parametrize("on, off", [(5.0, 5.5), (3.0, 3.001), (0.0, 0.37)])
+def test_pulse_between_save_points_is_not_stepped_over(on, off):
+    # saved at 0 and 10 only: an unsplit adaptive solve steps over a pulse that
+    # starts after its first step (Y(10) = 0 instead of off - on)
+    sim = _pulse_problem(on, off).simulate()["simulation"].to_numpy()
+    np.testing.assert_allclose(sim, [0.0, off - on], rtol=1e-5, atol=1e-7)
+
+
+def test_gradient_through_the_pulse_end():
+    # nllh = Y(10)^2 / 2 + const with Y(10) = t_off - 5: d nllh / d t_off = 0.5
+    prob = _pulse_problem(5.0, "t_off")
+    value, grad = prob.value_and_grad(prob.theta_nominal)
+    assert abs(float(grad[0]) - 0.5) <= 1e-6
+    assert abs(float(value) - (0.125 + math.log(2 * math.pi))) <= 1e-6
+
+
 def test_fit_recovers_noise_free_parameters():
     # normal noise everywhere and no priors: Levenberg-Marquardt on the residuals
     obs = _observables("log10", "normal")

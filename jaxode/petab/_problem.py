@@ -6,7 +6,10 @@ observable and noise formulas, each compiled once by `compile_exprs`. One run
 simulates every experiment: the pre-equilibration conditions under one `jax.vmap`
 (solved to steady state), the experiments without and with pre-equilibration under
 one `jax.vmap` each, every experiment of a group saving on the group's union of
-measurement times. Gradients are JAX's, through the solves.
+measurement times. A right-hand side with a `Piecewise` in time (a step or pulse
+input) is solved in pieces split at the times its conditions switch, so that no
+adaptive step spans a jump. Gradients are JAX's, through the solves (and through
+the switching times).
 """
 
 import functools
@@ -19,9 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 import pandas as pd
+import sympy as sp
 from jaxtyping import Array, Bool, Float
 
-from .._engine import Config, configure, solve_with
+from .._engine import Config, configure, run
 from ._symbolic import OdeModel, compile_exprs
 from ._tables import (
     Source,
@@ -82,6 +86,7 @@ class Program(eqx.Module):
     observe: object = eqx.field(static=True)
     noise: object = eqx.field(static=True)
     t_steady: float = eqx.field(static=True)
+    breaks: object = eqx.field(static=True, default=None)
 
 
 # ------------------------------------------------------------------ the program
@@ -98,16 +103,39 @@ def _vector_field(prog: Program):
     return f
 
 
+def _solve(prog: Program, y0, ts, p):
+    """`(ys, ok)`: the solve from `y0` at `ts[0]`, saved at `ts`, split at the
+    times where the right-hand side jumps (`prog.breaks(p)`, the times a condition
+    of a `Piecewise` in time switches): each piece is its own solve from where the
+    one before ended, so no step of the adaptive solver spans a jump (one that
+    would step over a short pulse entirely)."""
+    f = _vector_field(prog)
+    if prog.breaks is None:
+        sol = run(prog.config, f, y0, ts, p)
+        return sol.ys, sol.ok
+    cuts = jnp.sort(jnp.clip(prog.breaks(p).astype(ts.dtype), ts[0], ts[-1]))
+    edges = jnp.concatenate([ts[:1], cuts, ts[-1:]])
+    ys, y, ok = None, y0, jnp.array(True)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        # the save times outside [lo, hi] clipped onto its ends, then dropped
+        sol = run(prog.config, f, y, jnp.concatenate(
+            [lo[None], jnp.clip(ts, lo, hi), hi[None]]), p)
+        ys = sol.ys[1:-1] if ys is None else jnp.where(
+            (ts >= lo)[:, None], sol.ys[1:-1], ys)
+        y, ok = sol.ys[-1], ok & sol.ok
+    return ys, ok
+
+
 def _steady(prog: Program, y0, p):
     """`y` after a solve to `t_steady`, and whether it is a steady state:
     `rms(f / (atol + rtol |y|)) < 1`."""
     f = _vector_field(prog)
     ts = jnp.array([0.0, prog.t_steady], y0.dtype)
-    sol = solve_with(prog.config, f, y0, ts, p)
-    y = sol.ys[-1]
+    ys, ok = _solve(prog, y0, ts, p)
+    y = ys[-1]
     scale = prog.config.atol + prog.config.rtol * jnp.abs(y)
     err = jnp.sqrt(jnp.mean((f(ts[-1], y, p) / scale) ** 2))
-    return y, sol.ok & (err < 1.0)
+    return y, ok & (err < 1.0)
 
 
 def _initial(prog: Program, p, has, values):
@@ -118,9 +146,7 @@ def _run_group(prog: Program, g: _Group, q, pre_ss):
     p = resolve(g.p, q)
     start = (pre_ss[g.pre] if g.pre is not None else jax.vmap(prog.init)(p))
     y0 = jnp.where(g.y_has, resolve(g.y, q), start)
-    f = _vector_field(prog)
-    sol = jax.vmap(lambda y, a: solve_with(prog.config, f, y, g.ts, a))(y0, p)
-    ys, ok = sol.ys, sol.ok
+    ys, ok = jax.vmap(lambda y, a: _solve(prog, y, g.ts, a))(y0, p)
     if g.steady:
         yss, ok_ss = jax.vmap(functools.partial(_steady, prog))(y0, p)
         ok = ok & (ok_ss | ~g.needs_steady)
@@ -298,12 +324,37 @@ def _build_groups(meas, conds, pre_index) -> tuple:
     return tuple(groups)
 
 
+def _time_breaks(model: OdeModel) -> tuple:
+    """The times, as expressions in the model's parameters, where a condition of a
+    `Piecewise` in `model.rhs` switches: the root in `t` of each relation (`a <= t`,
+    `t < a`, `Eq(t, a)`, ...) linear in `t` and free of states. Relations with
+    states are not time jumps and are left out."""
+    t, params = model.t, set(model.parameters)
+    found = []
+    for expr in model.rhs:
+        for pw in sp.sympify(expr).atoms(sp.Piecewise):
+            for _, cond in pw.args:
+                for rel in sp.sympify(cond).atoms(sp.core.relational.Relational):
+                    d = rel.lhs - rel.rhs
+                    slope = sp.diff(d, t)
+                    if (t not in d.free_symbols or t in slope.free_symbols
+                            or not (d.free_symbols - {t}) <= params):
+                        continue
+                    root = sp.simplify(-d.xreplace({t: 0}) / slope)
+                    if root not in found:
+                        found.append(root)
+    return tuple(found)
+
+
 def _compile(model: OdeModel, obs) -> tuple:
     t, states, pars = [model.t], list(model.states), list(model.parameters)
     rhs = compile_exprs(model.rhs, [t, states, pars])
     init = compile_exprs(model.initial, [pars])
+    breaks = _time_breaks(model)
+    breaks = compile_exprs(breaks, [pars]) if breaks else None
     args = [t, states, pars, list(obs.table), list(obs.placeholders)]
-    return rhs, init, compile_exprs(obs.formula, args), compile_exprs(obs.noise, args)
+    return (rhs, init, compile_exprs(obs.formula, args), compile_exprs(obs.noise, args),
+            breaks)
 
 
 def _files(problem, files) -> dict:
@@ -365,7 +416,7 @@ class PetabProblem:
         est = np.flatnonzero(params.estimate)
         options = dict(solver=solver, rtol=rtol, atol=atol, max_steps=max_steps,
                        throw=False)
-        rhs, init, observe, noise = _compile(model, obs)
+        rhs, init, observe, noise, breaks = _compile(model, obs)
         self.program = Program(
             groups=_build_groups(meas, conds, {c: i for i, c in enumerate(pre_ids)}),
             pre=pre, q0=jnp.asarray(params.nominal), est=jnp.asarray(est),
@@ -380,7 +431,7 @@ class PetabProblem:
             dist=jnp.asarray(obs.distribution[meas.observable]),
             config=configure(**options),
             rhs=rhs, init=init, observe=observe, noise=noise,
-            t_steady=float(steady_state_time))
+            t_steady=float(steady_state_time), breaks=breaks)
         self.problem, self.model, self.files = problem, model, files
         self._pre_ids, self._experiments = pre_ids, meas.experiments
         self._normal = bool(np.all(obs.distribution[meas.observable] == 0))
