@@ -14,7 +14,7 @@ identity for an ODE):
     err = k_s                                  (y1 minus the embedded solution U_s)
 
 No Newton iterations: a step costs `s` evaluations of `f`, one Jacobian (forward
-mode, or the user's `jac`), one LU factorisation (lineax) and `s` triangular solves.
+mode, or the user's `jac`), one LU factorisation (`jax.scipy.linalg`) and `s` triangular solves.
 `T` is computed (one more JVP, sharing the Jacobian's) only when `f` reads `t`.
 
 Shampine's Rosenbrock23 (MATLAB's `ode23s`) does not fit this form: its third stage
@@ -33,7 +33,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
-import lineax as lx
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
@@ -229,7 +228,10 @@ def _linearise(terms, t0, t1, y0, args, jac: Callable | None) -> _Linearised:
     flat0, unravel = ravel_pytree(y0)
     h = t1 - t0
     # contr(t0, t1) is ±h exactly: the sign of diffrax's (possibly reversed) time
-    sign = (terms.contr(t0, t1) / h).astype(flat0.dtype)
+    # (a step of length zero, see `_in_place`, takes +1 without dividing by zero)
+    zero = h == 0
+    sign = jnp.where(zero, 1, terms.contr(t0, t1) / jnp.where(zero, 1, h))
+    sign = sign.astype(flat0.dtype)
 
     def field(t, flat):
         out = terms.vf_prod(t, unravel(flat), args, sign)
@@ -268,19 +270,31 @@ _INVERSE_UP_TO = 16
 
 
 def _lu_solver(W: jax.Array) -> Callable[[jax.Array], jax.Array]:
-    """`b ↦ W⁻¹ b` with one LU factorisation of `W` (lineax)."""
-    operator = lx.MatrixLinearOperator(W)
-    lu = lx.LU()
-    state = lu.init(operator, options={})
+    """`b ↦ W⁻¹ b` with one LU factorisation of `W`.
 
-    def solve(b):
-        return lx.linear_solve(operator, b, lu, state=state, throw=False).value
-
+    `jax.scipy.linalg`'s LU, not lineax's: lineax differentiates a solve with tangent
+    and transpose solves that raise on non-finite input whatever `throw` says, so one
+    start of a vmapped fit that drives a solve to NaN stopped every start with an
+    error; JAX's LU is differentiated as plain operations, and a failed solve is
+    reported through `sol.ok` / `throw` like any other."""
+    factors = jax.scipy.linalg.lu_factor(W)
     n = W.shape[0]
     if n > _INVERSE_UP_TO:
-        return solve
-    inverse = jax.vmap(solve, in_axes=1, out_axes=1)(jnp.eye(n, dtype=W.dtype))
+        return lambda b: jax.scipy.linalg.lu_solve(factors, b)
+    inverse = jax.scipy.linalg.lu_solve(factors, jnp.eye(n, dtype=W.dtype))
     return lambda b: inverse @ b
+
+
+def _in_place(h, t0) -> tuple[jax.Array, jax.Array]:
+    """`(h, zero)`: a step of length zero (a member of a vmapped solve that has
+    finished and steps in place while the others go on) runs with a small stand-in
+    step, and its caller returns `y0`. Dividing by the zero step would be masked in
+    the values but not in their derivatives: 0 · inf is NaN, in the gradient of
+    every member (measured: two Robertson-like members with different step counts
+    gave a NaN gradient for the one that finished first)."""
+    zero = h == 0
+    eps = jnp.finfo(jnp.result_type(h)).eps
+    return jnp.where(zero, eps * jnp.maximum(1.0, jnp.abs(t0)), h), zero
 
 
 def _collapsed(h, t0) -> jax.Array:
@@ -306,6 +320,13 @@ class _PointwiseInterpolation(diffrax.AbstractLocalInterpolation):
         return self.at(t0)
 
 
+def _fraction(t, t0, t1) -> jax.Array:
+    """`(t − t0) / (t1 − t0)`, and 0 on a step of length zero (see `_in_place`)."""
+    span = t1 - t0
+    zero = span == 0
+    return jnp.where(zero, 0, (t - t0) / jnp.where(zero, 1, span))
+
+
 class _RosenbrockInterpolation(_PointwiseInterpolation):
     """The method's order-4 dense output between `t0` and `t1`:
     `y(t0 + θh) = (1−θ) y0 + θ (y1 + (1−θ)(K1 + θ (K2 + θ K3)))`."""
@@ -317,7 +338,7 @@ class _RosenbrockInterpolation(_PointwiseInterpolation):
     K: Any  # pytree like y, each leaf with a leading axis of 3
 
     def at(self, t):
-        th = (t - self.t0) / (self.t1 - self.t0)
+        th = _fraction(t, self.t0, self.t1)
 
         def leaf(y0, y1, K):
             th_ = th.astype(y0.dtype)
@@ -371,7 +392,7 @@ class AbstractRosenbrock(_LinearlyImplicit):
         lin = _linearise(terms, t0, t1, y0, args, self.jac)
         flat0 = lin.y0
         dtype = flat0.dtype
-        h = (t1 - t0).astype(dtype)
+        h, in_place = _in_place((t1 - t0).astype(dtype), t0)
         mass = None if self.mass is None else jnp.asarray(self.mass, dtype)
         identity = jnp.eye(flat0.size, dtype=dtype)
         solve = _lu_solver((identity if mass is None else mass) / (h * tab.gamma)
@@ -392,8 +413,8 @@ class AbstractRosenbrock(_LinearlyImplicit):
         # that is not finite): end with a result code, not NaNs or endless rejections
         singular = (~jnp.all(jnp.isfinite(ks[0])) & jnp.all(jnp.isfinite(lin.f0))
                     & _collapsed(h, t0))
-        flat1 = jnp.where(singular, flat0, flat1)
-        error = jnp.where(singular, 0, error)
+        flat1 = jnp.where(singular | in_place, flat0, flat1)
+        error = jnp.where(singular | in_place, 0, error)
         result = diffrax.RESULTS.where(singular, diffrax.RESULTS.singular,
                                        diffrax.RESULTS.successful)
         stacked = jnp.stack([_combine(jnp.zeros_like(flat0), row, ks) for row in tab.H])
@@ -443,7 +464,7 @@ class _Rosenbrock23Interpolation(_PointwiseInterpolation):
     k2: object
 
     def at(self, t):
-        s = (t - self.t0) / (self.t1 - self.t0)
+        s = _fraction(t, self.t0, self.t1)
         w1 = s * (1 - s) / (1 - 2 * _D)
         w2 = s * (s - 2 * _D) / (1 - 2 * _D)
         return jtu.tree_map(lambda y, a, b: (y + w1 * a + w2 * b).astype(y.dtype),

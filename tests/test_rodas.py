@@ -391,3 +391,28 @@ def test_a_failed_float32_stiff_solve_says_float32_and_not_use_a_stiff_solver():
             jo.solve(p.f, y0, ts, solver="rodas5p", rtol=1e-4, atol=1e-6,
                      max_steps=2000)
     assert "try solver" not in str(err.value) and "float64" in str(err.value)
+
+
+def test_vmapped_gradients_of_members_with_different_steps_and_a_failure():
+    """Members that take different numbers of steps each get their own gradient (a
+    finished member steps in place while the others go on), and a member whose solve
+    meets NaN fails on its own (`ok` False, NaN gradient): nothing raises, nothing
+    leaks into the others. A multistart fit vmaps its starts like this."""
+    ts = jnp.linspace(0.0, 1.0, 4)
+
+    def loss(k):
+        sol = jo.solve(lambda t, y, k: -jnp.sqrt(k) * y, jnp.array([1.0, 2.0]), ts, k,
+                       solver="rodas5p", throw=False)
+        return jnp.sum(sol.ys), sol.ok
+
+    ks = jnp.array([4.0, 400.0, -1.0])
+    (_, ok), grads = jax.vmap(jax.value_and_grad(loss, has_aux=True))(ks)
+    assert list(np.asarray(ok)) == [True, True, False]
+    assert not np.isfinite(float(grads[2]))
+    for i in (0, 1):
+        alone = jax.grad(lambda k: loss(k)[0])(ks[i])
+        np.testing.assert_allclose(grads[i], alone, rtol=1e-8)
+        # d/dk of 3·sum_t exp(-sqrt(k) t)
+        r = float(jnp.sqrt(ks[i]))
+        exact = float(jnp.sum(3.0 * -ts / (2 * r) * jnp.exp(-r * ts)))
+        np.testing.assert_allclose(grads[i], exact, rtol=1e-4)
