@@ -36,7 +36,7 @@ Needs the extras `[petab]` and `[bench]` (`amici`, `pypesto`, `fides`). Until
 `jaxode.petab.load` exists, jaxode's cells read "jaxode: not available" and
 AMICI's numbers still print.
 
-    python benchmarks/petab.py [--quick] [--all-fits] [--repeats R] [PROBLEM ...]
+    python benchmarks/petab.py [--quick] [--all-fits | --no-fits] [--repeats R] [PROBLEM ...]
 """
 
 import argparse
@@ -326,7 +326,7 @@ def run_problem(name: str, cli) -> list[str]:
              f"{cells(f, 'AMICI', jx_note, f', nllh {nllh_am:.4f}')}"),
             (f"| petab: {name}, objective + gradient at the nominal parameters, f64, "
              f"{tol} (vs AMICI, {sens}) | {cells(g, method)}")]
-    if name in FITTED or cli.all_fits:
+    if (name in FITTED or cli.all_fits) and not cli.no_fits:
         rows.append(fit_row(name, am, prob, cli.starts, cli.seed))
     return rows
 
@@ -346,6 +346,8 @@ def main():
                         help=f"a smoke run: {QUICK}, 2 rounds, a 4-start fit")
     parser.add_argument("--all-fits", action="store_true",
                         help="fit every problem run, not only Boehm_JProteomeRes2014")
+    parser.add_argument("--no-fits", action="store_true",
+                        help="time the objective and gradient only, no fit")
     parser.add_argument("--repeats", type=int, default=10, help="timing rounds")
     parser.add_argument("--starts", type=int, default=20, help="starts of each fit")
     parser.add_argument("--seed", type=int, default=0, help="seed of the starts")
