@@ -12,10 +12,12 @@ adaptive step spans a jump. Gradients are JAX's, through the solves (and through
 the switching times).
 """
 
+import dataclasses
 import functools
 import math
 from pathlib import Path
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -274,7 +276,7 @@ def fit_starts(prog: Program, theta0, least_squares: bool, max_steps: int,
         if least_squares:
             sol = optx.least_squares(lambda th, _: _finite(residuals(prog, th)),
                                      optx.LevenbergMarquardt(rtol, atol), th0,
-                                     options={"jac": "bwd"}, max_steps=max_steps,
+                                     options={"jac": "fwd"}, max_steps=max_steps,
                                      throw=False)
         else:
             sol = optx.minimise(lambda th, _: objective(prog, th),
@@ -282,9 +284,8 @@ def fit_starts(prog: Program, theta0, least_squares: bool, max_steps: int,
                                 throw=False)
         return sol.value, sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
 
-    # the starts one after the other in one program: under a `vmap` of the starts,
-    # the reverse-mode derivative of the vmapped Rosenbrock solves stops at a linear
-    # solve with non-finite input
+    # the starts one after the other in one program (under a `vmap`, every start
+    # would take as many iterations as the slowest)
     theta, ok, steps = jax.lax.map(one, theta0)
     nll = jax.lax.map(lambda th: objective(prog, th), theta)
     nll = jnp.where(jnp.isfinite(nll), nll, jnp.inf)
@@ -554,8 +555,11 @@ class PetabProblem:
         lo, hi = self.theta_lower, self.theta_upper
         theta0 = jax.random.uniform(key, (multistart, len(lo)), minval=lo, maxval=hi)
         lsq = self._normal and not self._priors
-        theta, nll, ok, steps = fit_starts(self.program, theta0, lsq, max_steps, rtol,
-                                           atol)
+        program = self.program
+        if lsq:  # the residuals' Jacobian by forward mode: one JVP per parameter
+            program = dataclasses.replace(program, config=program.config.replace(
+                adjoint=diffrax.ForwardMode()))
+        theta, nll, ok, steps = fit_starts(program, theta0, lsq, max_steps, rtol, atol)
         order = np.argsort(np.asarray(nll), kind="stable")
         theta, nll = np.asarray(theta)[order], np.asarray(nll)[order]
         return PetabFit(nll=float(nll[0]), theta=jnp.asarray(theta[0]),
