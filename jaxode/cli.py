@@ -30,6 +30,8 @@ DEMOS: dict[str, tuple[str, str]] = {
                   "pelts 1900-1920: log-normal noise, profiles"),
     "flu": ("flu", "SIR fitted to the 1978 boarding-school influenza outbreak: "
             "normal vs negative-binomial noise"),
+    "petab": ("petab", "Boehm et al. 2014 JAK2/STAT5 model read from PEtab, "
+              "fitted from 20 starts"),
 }
 
 _VERSIONS = ("jax", "jaxlib", "diffrax", "equinox", "optax", "numpy", "torch",

@@ -93,3 +93,28 @@ def test_gradient_against_central_differences(name):
 
 def test_boehm_nominal_value_is_the_reference():
     assert abs(_load(BOEHM).nllh() - BOEHM_NLLH) <= 1e-3
+
+
+def test_boehm_fit_from_near_the_published_estimates_reaches_the_reference():
+    # local convergence within the bounds: starts 0.2 decades around the published
+    # estimates (two of which lie on a bound), Levenberg–Marquardt in the box
+    prob = _load(BOEHM)
+    lo, hi = prob.theta_lower, prob.theta_upper
+    noise = 0.2 * jax.random.normal(jax.random.key(1), (4, len(lo)))
+    theta0 = np.clip(prob.theta_nominal + np.asarray(noise), lo, hi)
+    res = prob.fit(theta0=theta0, max_steps=300)
+    assert abs(res.nll - BOEHM_NLLH) <= 1e-3, np.asarray(res.starts_nll)
+    x = np.asarray(res.x_starts)
+    assert np.all(x >= lo) and np.all(x <= hi)  # the search never leaves the box
+    assert res.nll == pytest.approx(prob.nllh(res.params), abs=1e-9)
+    assert res.method == "levenberg_marquardt" and len(res.starts_nll) == 4
+
+
+def test_fit_refuses_starts_outside_the_bounds_or_of_the_wrong_shape():
+    prob = _load(BOEHM)
+    theta0 = np.array([prob.theta_nominal])
+    theta0[0, 2] = 7.0
+    with pytest.raises(ValueError, match=r"theta0\[0\]. has k_exp_homo = 7"):
+        prob.fit(theta0=theta0)
+    with pytest.raises(ValueError, match=r"shape \(9,\)"):
+        prob.fit(theta0=prob.theta_nominal)

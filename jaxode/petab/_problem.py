@@ -267,22 +267,38 @@ def _finite(r):
     return jnp.where(jnp.isfinite(r), r, _FAILED_RESIDUAL)
 
 
+def to_box(z, lo, hi):
+    """The unconstrained optimiser variable `z` mapped into the box `[lo, hi]`:
+    `lo + (hi - lo) (1 + sin z) / 2` (the bounds transformation of MINUIT and lmfit).
+    A bound is reached at a finite `z` with a zero derivative, where the objective
+    along `z` has a minimum, so a least-squares solver converges onto it."""
+    return lo + (hi - lo) * (1 + jnp.sin(z)) / 2
+
+
+def from_box(theta, lo, hi):
+    """The inverse of `to_box` on `[-pi/2, pi/2]`."""
+    return jnp.arcsin(jnp.clip(2 * (theta - lo) / (hi - lo) - 1, -1.0, 1.0))
+
+
 @eqx.filter_jit
-def fit_starts(prog: Program, theta0, least_squares: bool, max_steps: int,
+def fit_starts(prog: Program, theta0, lo, hi, least_squares: bool, max_steps: int,
                rtol: float, atol: float):
-    """Every start optimised, in one compiled program: the final points, their objective,
-    whether the optimiser reported success, and its step counts."""
+    """Every start optimised within the bounds `[lo, hi]` (parameter scale), in one
+    compiled program: the final points, their objective, whether the optimiser
+    reported success, and its step counts."""
     def one(th0):
+        z0 = from_box(th0, lo, hi)
         if least_squares:
-            sol = optx.least_squares(lambda th, _: _finite(residuals(prog, th)),
-                                     optx.LevenbergMarquardt(rtol, atol), th0,
-                                     options={"jac": "fwd"}, max_steps=max_steps,
-                                     throw=False)
+            sol = optx.least_squares(
+                lambda z, _: _finite(residuals(prog, to_box(z, lo, hi))),
+                optx.LevenbergMarquardt(rtol, atol), z0, options={"jac": "fwd"},
+                max_steps=max_steps, throw=False)
         else:
-            sol = optx.minimise(lambda th, _: objective(prog, th),
-                                optx.BFGS(rtol, atol), th0, max_steps=max_steps,
+            sol = optx.minimise(lambda z, _: objective(prog, to_box(z, lo, hi)),
+                                optx.BFGS(rtol, atol), z0, max_steps=max_steps,
                                 throw=False)
-        return sol.value, sol.result == optx.RESULTS.successful, sol.stats["num_steps"]
+        return (to_box(sol.value, lo, hi), sol.result == optx.RESULTS.successful,
+                sol.stats["num_steps"])
 
     # the starts one after the other in one program (under a `vmap`, every start
     # would take as many iterations as the slowest)
@@ -540,26 +556,49 @@ class PetabProblem:
                              "this problem has laplace noise: use `objective`.")
         return residuals(self.program, jnp.asarray(theta))
 
-    def fit(self, multistart: int = 20, *, key=None, max_steps: int = 500,
-            rtol: float = 1e-8, atol: float = 1e-8) -> "PetabFit":
-        """Multistart optimisation: `multistart` starts drawn uniformly on the
-        parameter scale within the bounds, all optimised in one compiled program:
-        optimistix `LevenbergMarquardt` on `residuals` when every noise model is
-        normal and no priors are set, `BFGS` on `objective` otherwise. The search
-        is unconstrained (the bounds set the starts). A start whose solve or
-        optimiser fails keeps `nll = inf` or `ok = False` in the result.
+    def fit(self, multistart: int = 20, *, key=None, theta0=None,
+            max_steps: int = 500, rtol: float = 1e-8, atol: float = 1e-8) -> "PetabFit":
+        """Multistart optimisation, every start in one compiled program: optimistix
+        `LevenbergMarquardt` on `residuals` when every noise model is normal and no
+        priors are set, `BFGS` on `objective` otherwise. The search stays within the
+        bounds: the optimiser moves an unconstrained variable `z`, and the parameter
+        is `lower + (upper - lower) (1 + sin z) / 2` (parameter scale), which reaches
+        an optimum on a bound as well as one inside.
 
-        **Returns:** a `PetabFit`.
+        **Arguments:**
+
+        - `multistart`: the number of starts, drawn uniformly on the parameter scale
+          within the bounds with `key` (default `jax.random.key(0)`).
+        - `theta0`: the starts themselves instead, shape `(n, len(x_ids))` on the
+          parameter scale (e.g. `prob.theta(x)` of a guess, or a previous result's
+          `x_starts`); each must lie within the bounds.
+        - `max_steps`, `rtol`, `atol`: the optimiser's limit and tolerances.
+
+        **Returns:** a `PetabFit`. A start whose solve or optimiser fails is kept,
+        with `nll = inf` or `ok = False`.
         """
-        key = jax.random.key(0) if key is None else key
         lo, hi = self.theta_lower, self.theta_upper
-        theta0 = jax.random.uniform(key, (multistart, len(lo)), minval=lo, maxval=hi)
+        if theta0 is None:
+            key = jax.random.key(0) if key is None else key
+            theta0 = jax.random.uniform(key, (multistart, len(lo)), minval=lo,
+                                        maxval=hi)
+        theta0 = jnp.asarray(theta0, dtype=float)
+        if theta0.ndim != 2 or theta0.shape[1] != len(lo):
+            raise ValueError(f"`theta0` has shape {theta0.shape}; expected "
+                             f"(starts, {len(lo)}), one column per entry of `x_ids`.")
+        outside = np.argwhere((np.asarray(theta0) < lo) | (np.asarray(theta0) > hi))
+        if len(outside):
+            i, j = outside[0]
+            raise ValueError(f"`theta0[{i}]` has {self.x_ids[j]} = "
+                             f"{float(theta0[i, j]):g} outside its bounds "
+                             f"[{lo[j]:g}, {hi[j]:g}] (parameter scale).")
         lsq = self._normal and not self._priors
         program = self.program
         if lsq:  # the residuals' Jacobian by forward mode: one JVP per parameter
             program = dataclasses.replace(program, config=program.config.replace(
                 adjoint=diffrax.ForwardMode()))
-        theta, nll, ok, steps = fit_starts(program, theta0, lsq, max_steps, rtol, atol)
+        theta, nll, ok, steps = fit_starts(program, theta0, jnp.asarray(lo),
+                                           jnp.asarray(hi), lsq, max_steps, rtol, atol)
         order = np.argsort(np.asarray(nll), kind="stable")
         theta, nll = np.asarray(theta)[order], np.asarray(nll)[order]
         return PetabFit(nll=float(nll[0]), theta=jnp.asarray(theta[0]),
