@@ -102,12 +102,12 @@ def test_boehm_fit_from_near_the_published_estimates_reaches_the_reference():
     lo, hi = prob.theta_lower, prob.theta_upper
     noise = 0.2 * jax.random.normal(jax.random.key(1), (4, len(lo)))
     theta0 = np.clip(prob.theta_nominal + np.asarray(noise), lo, hi)
-    res = prob.fit(theta0=theta0, max_steps=300)
+    res = prob.fit(theta0=theta0, max_steps=100, polish_steps=200)
     assert abs(res.nll - BOEHM_NLLH) <= 1e-3, np.asarray(res.starts_nll)
     x = np.asarray(res.x_starts)
     assert np.all(x >= lo) and np.all(x <= hi)  # the search never leaves the box
     assert res.nll == pytest.approx(prob.nllh(res.params), abs=1e-9)
-    assert res.method == "levenberg_marquardt" and len(res.starts_nll) == 4
+    assert res.method == "levenberg_marquardt+bfgs" and len(res.starts_nll) == 4
 
 
 def test_fit_refuses_starts_outside_the_bounds_or_of_the_wrong_shape():
@@ -118,3 +118,16 @@ def test_fit_refuses_starts_outside_the_bounds_or_of_the_wrong_shape():
         prob.fit(theta0=theta0)
     with pytest.raises(ValueError, match=r"shape \(9,\)"):
         prob.fit(theta0=prob.theta_nominal)
+
+
+def test_forward_and_reverse_gradients_agree():
+    fwd = _load(BOEHM)  # 9 parameters: "auto" picks forward mode
+    rev = jo.petab.load(PROBLEMS / BOEHM / f"{BOEHM}.yaml", gradient="reverse")
+    assert (fwd.gradient, rev.gradient) == ("forward", "reverse")
+    theta = np.asarray(fwd.theta_nominal) + 0.05
+    (v1, g1), (v2, g2) = fwd.value_and_grad(theta), rev.value_and_grad(theta)
+    assert abs(float(v1) - float(v2)) <= 1e-9 * abs(float(v2))
+    np.testing.assert_allclose(np.asarray(g1), np.asarray(g2), rtol=1e-5,
+                               atol=1e-6 * float(np.abs(g2).max()))
+    with pytest.raises(ValueError, match="`gradient` is 'backward'"):
+        jo.petab.load(PROBLEMS / BOEHM / f"{BOEHM}.yaml", gradient="backward")
