@@ -61,6 +61,12 @@ import traceback
 START = time.perf_counter()
 # jax and torch share the accelerator: JAX takes memory as it needs it
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+if "--quick" in sys.argv[1:] and "optimization_level" not in os.environ.get(
+        "XLA_FLAGS", ""):  # a smoke run compiles far more than it computes
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_backend_optimization_level=0").strip()
+# torch's OpenMP threads spinning while they wait make it crawl on a busy CPU
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import diffrax  # noqa: E402
 import equinox as eqx  # noqa: E402
@@ -72,6 +78,10 @@ import optax  # noqa: E402
 import jaxode as jo  # noqa: E402
 from _diffrax_rk4 import DiffraxRK4  # noqa: E402
 from _timing import block  # noqa: E402
+
+# float32 matrix products in full float32 (not TensorFloat-32 on GPUs that have it),
+# as torch's are with the flags set in `Torch`
+jax.config.update("jax_default_matmul_precision", "highest")
 
 SECTIONS = ("lorenz_rk4", "lorenz_tsit5", "stiff", "lstm", "spiral", "odenet", "loop")
 # each section's share of the time budget; time a section leaves unused goes on to
@@ -90,10 +100,10 @@ PLANS = {
             "spiral_inner": 10, "loop_members": [2 ** 10],
             "loop_steps": [250, 500, 1000, 2000], "unrolls": [1, 2, 4, 8],
             "budget": 270.0},
-    "quick": {"lorenz": [2 ** 6, 2 ** 8], "stiff": [100], "rounds": 2,
+    "quick": {"lorenz": [2 ** 8], "stiff": [100], "rounds": 2,
               "lstm": (4, 12, 3, 16), "odenet": (8, 8, 8), "spiral_inner": 2,
               "loop_members": [2 ** 6], "loop_steps": [50, 100, 200],
-              "unrolls": [1, 2], "budget": 45.0},
+              "unrolls": [1, 2], "budget": 120.0},
 }
 PAPER = ("DiffEqGPU paper (Utkarsh et al., CMAME 2024), V100, 2^23 Lorenz members, "
          "f32, t in [0, 1], dt = 1e-3: context, not measured here")
@@ -127,6 +137,9 @@ class Torch:
                          "CPU too)")
         elif torch.cuda.is_available():
             self.device = torch.device("cuda")
+            # float32 means float32: no TensorFloat-32 on either side
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
             self.note = (f"torch {torch.__version__} on "
                          f"{torch.cuda.get_device_name(0)} (CUDA)")
         else:
@@ -666,6 +679,438 @@ def stiff_row(sec, n, res, lsoda_rate, loop_n, have_scipy) -> None:
     sec.row(bench, ours, "; ".join(peers) or "-", "; ".join(ratios) or "-")
 
 
+# ------------------------------------------------------------------------ LSTM
+
+
+def steps_runner(step, state: list, batch: tuple, inner: int):
+    """A callable running `inner` jitted training steps, `state = [params,
+    opt_state]` carried over from call to call; returns the last loss."""
+    def run():
+        for _ in range(inner):
+            state[0], state[1], loss, _ = step(state[0], state[1], *batch)
+        return loss
+
+    return run
+
+
+def first_step(step, state: list, batch: tuple):
+    """The first training step (compilation included), timed; it advances `state`.
+
+    **Returns:** `(loss, gradient, seconds)`, the loss and gradient at the initial
+    parameters."""
+    t0 = time.perf_counter()
+    state[0], state[1], loss, grads = block(step(state[0], state[1], *batch))
+    return loss, grads, time.perf_counter() - t0
+
+
+def torch_steps(tc: Torch, module, loss_fn, opt, inner: int):
+    def run():
+        for _ in range(inner):
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(module)
+            loss.backward()
+            opt.step()
+        tc.sync()
+        return loss.detach()
+
+    return run
+
+
+def jax_trainer(model, loss, optimizer):
+    """`(step, state)`: a jitted optimiser step `step(params, opt_state, *batch)
+    -> (params, opt_state, loss, gradient)` and the initial `[params, opt_state]`."""
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def value(p, *batch):
+        return loss(eqx.combine(p, static), *batch)
+
+    @jax.jit
+    def step(p, s, *batch):
+        v, g = jax.value_and_grad(value)(p, *batch)
+        updates, s = optimizer.update(g, s, p)
+        return optax.apply_updates(p, updates), s, v, g
+
+    return step, [params, optimizer.init(params)]
+
+
+def agree(sec: Section, what: str, checks: list) -> bool:
+    """Compare `(label, jaxode value, peer value, tolerance)`: the difference in
+    norm relative to the peer's. Prints each; False (and a note) when one is over
+    its tolerance (or NaN)."""
+    bad = []
+    for label, a, b, tol in checks:
+        a, b = np.asarray(host(a), np.float64), np.asarray(host(b), np.float64)
+        err = np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+        print(f"  check {what}: {label} relative difference {err:.1e} (at most "
+              f"{tol:g})", flush=True)
+        if not err <= tol:
+            bad.append(f"{label} {err:.1e} > {tol:g}")
+    if bad:
+        sec.skip(f"{what}: WRONG ANSWER, jaxode and the peer differ ({'; '.join(bad)})"
+                 ": not timed")
+    return not bad
+
+
+def lstm_section(sec: Section) -> None:
+    ctx, tc = sec.ctx, sec.ctx.torch
+    B, T, I, H = ctx.plan["lstm"]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(T, B, I)).astype(np.float32)
+    Y = rng.normal(size=(T, B, H)).astype(np.float32)
+    cell = jo.nn.LSTMCell(I, H, forget_bias=0.0, dtype=jnp.float32,
+                          key=jax.random.key(0))
+    step, state = jax_trainer(
+        jo.nn.RNN(cell), lambda m, x, y: jnp.mean((m(x)[0] - y) ** 2), optax.adam(1e-3))
+    inner = ctx.plan["spiral_inner"]
+    batch = (jnp.asarray(X), jnp.asarray(Y))
+    v, g, first = first_step(step, state, batch)
+    fns = {"jaxode": steps_runner(step, state, batch, inner)}
+    why = tc.why_not(need_diffeq=False)
+    peer, cudnn = "torch.nn.LSTM", False
+    if why:
+        sec.skip(f"torch.nn.LSTM: {why}")
+    else:
+        torch = tc.torch
+        lstm = torch.nn.LSTM(I, H).to(tc.device)
+        with torch.no_grad():
+            for name, value in (("weight_ih_l0", cell.weight_ih), ("weight_hh_l0",
+                                cell.weight_hh), ("bias_ih_l0", cell.bias),
+                                ("bias_hh_l0", jnp.zeros_like(cell.bias))):
+                getattr(lstm, name).copy_(tc.tensor(np.asarray(value)))
+        xt, yt = tc.tensor(X), tc.tensor(Y)
+        loss_t = lambda m: torch.mean((m(xt)[0] - yt) ** 2)  # noqa: E731
+        value = loss_t(lstm)
+        value.backward()
+        if not agree(sec, "LSTM loss and gradient", [
+                ("loss", v, value, 1e-3),
+                ("d loss / d W_hh", g.cells[0].weight_hh, lstm.weight_hh_l0.grad, 1e-2),
+                ("d loss / d W_ih", g.cells[0].weight_ih, lstm.weight_ih_l0.grad,
+                 1e-2)]):
+            return
+        fns[peer] = torch_steps(tc, lstm, loss_t, torch.optim.Adam(
+            lstm.parameters(), lr=1e-3), inner)
+        cudnn = tc.device.type == "cuda" and torch.backends.cudnn.is_available()
+    res = race(fns, rounds=ctx.plan["rounds"], deadline=sec.deadline)
+    label = f"{peer} ({'cuDNN' if not why and cudnn else tc.device})"
+    train_row(sec, f"LSTM training step (forward, backward, Adam), B={B} T={T} I={I} "
+              f"H={H}, f32", res, "jaxode", "jaxode RNN(LSTMCell)",
+              {peer: label} if peer in res else {}, inner, first)
+
+
+def train_row(sec, bench, res, ours, label, peers, inner, first, extra="") -> None:
+    t = timed(res, ours)
+    if t is None:
+        sec.row(bench, res[ours]["error"], "-", "-")
+        return
+    per = {k: dict(v, best=v["best"] / inner) if "best" in v else v
+           for k, v in res.items()}
+    cell = f"{label} {fmt(t / inner)}/step (first step {first:.1f} s)"
+    peer, ratio = peer_cells(per, t / inner, peers)
+    sec.row(bench, cell + extra, peer if peers else "not run", ratio)
+
+
+# ---------------------------------------------------------------------- spiral
+
+
+SPIRAL_A = np.array([[-0.1, 2.0], [-2.0, -0.1]], np.float32)
+
+
+class SpiralField(eqx.Module):
+    l1: eqx.nn.Linear
+    l2: eqx.nn.Linear
+
+    def __call__(self, t, y, args):
+        h = jnp.tanh(y ** 3 @ self.l1.weight.T + self.l1.bias)
+        return h @ self.l2.weight.T + self.l2.bias
+
+
+def spiral_data():
+    """1000 points of the true spiral on [0, 25], a fixed minibatch of 20 windows
+    of 10 steps, and initial weights of the 2 -> 50 -> 2 field."""
+    ts = np.linspace(0.0, 25.0, 1000).astype(np.float32)
+    ys = np.asarray(jo.solve(lambda t, y, a: (y ** 3) @ a, jnp.array([2.0, 0.0]), ts,
+                             jnp.asarray(SPIRAL_A), solver="dopri5", rtol=1e-7,
+                             atol=1e-9, max_steps=100_000).ys)
+    rng = np.random.default_rng(1)
+    s = rng.choice(1000 - 10, 20, replace=False)
+    y0, target = ys[s], ys[s[None, :] + np.arange(10)[:, None]]  # (20, 2), (10, 20, 2)
+    w = [rng.uniform(-b, b, size=shape).astype(np.float32) for b, shape in
+         ((2 ** -0.5, (50, 2)), (2 ** -0.5, (50,)), (50 ** -0.5, (2, 50)),
+          (50 ** -0.5, (2,)))]
+    return ts[:10], y0, target, w
+
+
+def spiral_jax(adjoint, batch_t, weights):
+    k1, k2 = jax.random.split(jax.random.key(0))
+    field = SpiralField(eqx.nn.Linear(2, 50, key=k1), eqx.nn.Linear(50, 2, key=k2))
+    field = eqx.tree_at(lambda f: (f.l1.weight, f.l1.bias, f.l2.weight, f.l2.bias),
+                        field, tuple(jnp.asarray(w) for w in weights))
+    model = jo.nn.NeuralODE(field, t1=float(batch_t[-1]), solver="dopri5", rtol=1e-7,
+                            atol=1e-9, adjoint=adjoint, max_steps=4096)
+    ts = jnp.asarray(batch_t)
+    loss = lambda m, y0, target: jnp.mean(jnp.abs(m(y0, ts) - target))  # noqa: E731
+    opt = optax.rmsprop(1e-3, decay=0.99, eps=1e-8, eps_in_sqrt=False)  # = torch's
+    return jax_trainer(model, loss, opt)
+
+
+def spiral_torch(tc: Torch, adjoint: bool, batch_t, weights, y0, target):
+    torch = tc.torch
+    net = torch.nn.Sequential(torch.nn.Linear(2, 50), torch.nn.Tanh(),
+                              torch.nn.Linear(50, 2)).to(tc.device)
+    with torch.no_grad():
+        for p, w in zip([net[0].weight, net[0].bias, net[2].weight, net[2].bias],
+                        weights):
+            p.copy_(tc.tensor(w))
+
+    class Func(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+
+        def forward(self, t, y):
+            return self.net(y ** 3)
+
+    func = Func()
+    solve = tc.odeint_adjoint if adjoint else tc.odeint
+    tt, y0t, yt = tc.tensor(batch_t), tc.tensor(y0), tc.tensor(target)
+
+    def loss(m):
+        return torch.mean(torch.abs(solve(m, y0t, tt, rtol=1e-7, atol=1e-9,
+                                          method="dopri5") - yt))
+
+    return func, loss, torch.optim.RMSprop(func.parameters(), lr=1e-3)
+
+
+def spiral_section(sec: Section) -> None:
+    ctx, tc = sec.ctx, sec.ctx.torch
+    batch_t, y0, target, weights = spiral_data()
+    inner = ctx.plan["spiral_inner"]
+    why = tc.why_not()
+    if why:
+        sec.skip(f"torchdiffeq: {why}")
+    fns, pairs, firsts = {}, [], {}
+    for jadj, tname, tol in (("recursive", "odeint", 1e-3),
+                             ("backsolve", "odeint_adjoint", 1e-2)):
+        step, state = spiral_jax(jadj, batch_t, weights)
+        batch = (jnp.asarray(y0), jnp.asarray(target))
+        v, g, firsts[jadj] = first_step(step, state, batch)
+        fns[f"jaxode {jadj}"] = steps_runner(step, state, batch, inner)
+        if why:
+            continue
+        func, loss, opt = spiral_torch(tc, tname == "odeint_adjoint", batch_t,
+                                       weights, y0, target)
+        value = loss(func)
+        value.backward()
+        tp = [func.net[0].weight, func.net[0].bias, func.net[2].weight, func.net[2].bias]
+        jp = [g.vector_field.l1.weight, g.vector_field.l1.bias,
+              g.vector_field.l2.weight, g.vector_field.l2.bias]
+        if agree(sec, f"spiral {jadj} against {tname}", [("loss", v, value, 1e-4)] + [
+                (f"d loss / d {n}", a, b.grad, tol) for n, a, b in
+                zip(("W1", "b1", "W2", "b2"), jp, tp)]):
+            fns[f"torchdiffeq {tname}"] = torch_steps(tc, func, loss, opt, inner)
+            pairs.append((jadj, f"torchdiffeq {tname}"))
+    res = race(fns, rounds=ctx.plan["rounds"], deadline=sec.deadline)
+    for jadj, label in (("recursive", "backprop through the solver"),
+                        ("backsolve", "continuous adjoint")):
+        peer = [p for j, p in pairs if j == jadj]
+        train_row(sec, f"spiral Neural ODE training step, {label}: dopri5 rtol 1e-7 "
+                  "atol 1e-9, f32, 20 windows x 10 steps, RMSprop", res,
+                  f"jaxode {jadj}", f"jaxode {jadj}",
+                  {p: f"{p} ({tc.device})" for p in peer}, inner, firsts[jadj])
+
+
+# ---------------------------------------------------------------------- ODE-Net
+
+
+def conv_weight(conv) -> np.ndarray:
+    """`Conv3x3.weight`, row `(3i + j) * in + c` of tap `(i, j)` and input channel
+    `c`, as a torch `Conv2d` weight `(out, in, 3, 3)`."""
+    w = np.asarray(conv.weight)
+    return w.reshape(3, 3, conv.in_channels, conv.out_channels).transpose(3, 2, 0, 1)
+
+
+def torch_odenet(tc: Torch, model):
+    """`model` (a `jaxode.nn.ODENet`) written with torch layers and
+    `odeint_adjoint`, holding the same weights; the forward NFE is counted."""
+    torch, nn = tc.torch, tc.torch.nn
+
+    def conv(c, stride=1):
+        m = nn.Conv2d(c.in_channels, c.out_channels, 3, stride=stride, padding=1)
+        with torch.no_grad():
+            m.weight.copy_(tc.tensor(conv_weight(c)))
+            m.bias.copy_(tc.tensor(np.asarray(c.bias)))
+        return m
+
+    def norm(g):
+        m = nn.GroupNorm(g.groups, g.scale.shape[0], eps=g.eps)
+        with torch.no_grad():
+            m.weight.copy_(tc.tensor(np.asarray(g.scale)))
+            m.bias.copy_(tc.tensor(np.asarray(g.shift)))
+        return m
+
+    block = model.ode.vector_field
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm1, self.conv1 = norm(block.norm1), conv(block.conv1)
+            self.norm2, self.conv2 = norm(block.norm2), conv(block.conv2)
+            self.norm3 = norm(block.norm3)
+            self.nfe = 0
+
+        def forward(self, t, x):
+            self.nfe += 1
+            plane = t * torch.ones_like(x[:, :1])
+            x = self.conv1(torch.cat([torch.relu(self.norm1(x)), plane], 1))
+            x = self.conv2(torch.cat([torch.relu(self.norm2(x)), plane], 1))
+            return self.norm3(x)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1, self.norm = conv(model.stem.conv1), norm(model.stem.norm)
+            self.conv2, self.block = conv(model.stem.conv2, stride=2), Block()
+            self.head_norm = norm(model.head.norm)
+            self.linear = nn.Linear(*model.head.linear.weight.shape[::-1])
+            with torch.no_grad():
+                self.linear.weight.copy_(tc.tensor(np.asarray(model.head.linear.weight)))
+                self.linear.bias.copy_(tc.tensor(np.asarray(model.head.linear.bias)))
+            self.ts = tc.tensor(np.array([0.0, 1.0], np.float32))
+
+        def forward(self, x):  # x: (batch, 1, H, W)
+            x = self.conv2(torch.relu(self.norm(self.conv1(x))))
+            x = tc.odeint_adjoint(self.block, x, self.ts, rtol=1e-3, atol=1e-3,
+                                  method="dopri5")[-1]
+            return self.linear(torch.relu(self.head_norm(x)).mean((2, 3)))
+
+    return Net().to(tc.device)
+
+
+def odenet_section(sec: Section) -> None:
+    ctx, tc = sec.ctx, sec.ctx.torch
+    side, channels, batch = ctx.plan["odenet"]
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(batch, side, side)).astype(np.float32)
+    labels = rng.integers(0, 10, size=batch)
+    model = jo.nn.ODENet(channels, key=jax.random.key(0))  # dopri5 1e-3, backsolve
+
+    def loss(m, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(m(x), y).mean()
+
+    step, state = jax_trainer(model, loss, optax.adam(1e-3))
+    inner = max(1, ctx.plan["spiral_inner"] // 2)
+    batch_j = (jnp.asarray(images), jnp.asarray(labels))
+    v, g, first = first_step(step, state, batch_j)
+    fns = {"jaxode": steps_runner(step, state, batch_j, inner)}
+    nfe = int(model.ode.solve(model.stem(batch_j[0][..., None])).stats["nfe"])
+    extra = f"; forward NFE {nfe}"
+    peers = {}
+    why = tc.why_not()
+    if why:
+        sec.skip(f"torch ODE-Net: {why}")
+    else:
+        torch = tc.torch
+        net = torch_odenet(tc, model)
+        xt, yt = tc.tensor(images[:, None]), tc.tensor(labels).long()
+        loss_t = lambda m: torch.nn.functional.cross_entropy(m(xt), yt)  # noqa: E731
+        with torch.no_grad():
+            net(xt)
+        peer_nfe, net.block.nfe = net.block.nfe, 0
+        value = loss_t(net)
+        value.backward()
+        # At rtol 1e-3 the weight gradient of either continuous adjoint is 15-50 %
+        # off one of RK4 with 400 steps (both sides, measured on 8x8 images): the
+        # block's gradient is held only to pointing the same way.
+        if agree(sec, "ODE-Net loss and gradient", [
+                ("loss", v, value, 1e-3),
+                ("d loss / d head weight", g.head.linear.weight, net.linear.weight.grad,
+                 1e-2),
+                ("d loss / d block conv1", conv_weight(g.ode.vector_field.conv1),
+                 net.block.conv1.weight.grad, 1.0)]):
+            fns["torch"] = torch_steps(tc, net, loss_t, torch.optim.Adam(
+                net.parameters(), lr=1e-3), inner)
+            peers["torch"] = (f"torch + torchdiffeq odeint_adjoint ({tc.device}; "
+                              f"forward NFE {peer_nfe})")
+    res = race(fns, rounds=ctx.plan["rounds"], deadline=sec.deadline)
+    train_row(sec, f"ODE-Net classifier training step (Adam): {side}x{side} synthetic "
+              f"images, batch {batch}, {channels} channels, dopri5 rtol=atol=1e-3, "
+              "backsolve adjoint, f32", res, "jaxode", "jaxode nn.ODENet", peers,
+              inner, first, extra)
+
+
+# ------------------------------------------------------------------------ loop
+
+
+def loop_contenders(m: int, steps: int, unrolls) -> dict:
+    u0s_np, ps_np = lorenz_members(m)
+    u0s, ps = jnp.asarray(u0s_np), jnp.asarray(ps_np)
+    ts = np.array([0.0, steps * 1e-3], np.float32)
+    fns = {f"hand unroll={u}": hand_rk4(steps, 1e-3, u) for u in unrolls}
+    fns["jaxode jit(vmap(solve))"] = jaxode_lorenz(
+        ts, dict(solver="rk4", dt=1e-3))["jaxode jit(vmap(solve))"]
+    return {name: (lambda fn=fn: fn(u0s, ps)) for name, fn in fns.items()}
+
+
+def loop_section(sec: Section) -> None:
+    """Time against steps at fixed members; the slope is the time per step."""
+    ctx = sec.ctx
+    unrolls, counts = ctx.plan["unrolls"], ctx.plan["loop_steps"]
+    for m in ctx.plan["loop_members"]:
+        times = {}
+        done = []
+        for steps in counts:
+            if done:  # compile again, run `steps / done[-1]` times longer
+                guess = sum(r["first"] - r["best"] + 3 * r["best"] * steps / done[-1]
+                            for r in (runs[-1] for runs in times.values())
+                            if r["best"] == r["best"])
+                if guess > sec.left():
+                    sec.skip(f"loop: {m} members, from {steps} steps on (~{guess:.0f}"
+                             f" s predicted, {sec.left():.0f} s left)")
+                    break
+            print(f" {m} members, {steps} steps", flush=True)
+            res = race(loop_contenders(m, steps, unrolls), rounds=ctx.plan["rounds"],
+                       deadline=sec.deadline, reference="hand unroll=1",
+                       error=rel_error, tol=1e-3)
+            for name, r in res.items():
+                times.setdefault(name, []).append(
+                    r if "error" not in r else {"first": 0.0, "best": math.nan})
+            done.append(steps)
+        if len(done) < 2:
+            sec.skip(f"loop: {m} members, fewer than two step counts ran: no slope")
+            continue
+        loop_rows(sec, m, done, times, unrolls)
+
+
+def loop_rows(sec: Section, m: int, done: list, times: dict, unrolls) -> None:
+    """Least-squares line of best time against steps: slope = time per step,
+    intercept = the fixed cost of a call."""
+    fit = {}
+    for name, runs in times.items():
+        best = np.array([r["best"] for r in runs])
+        if np.all(np.isfinite(best)):
+            fit[name] = np.polyfit(np.array(done, float), best, 1)
+    span = f"slope over {done[0]}..{done[-1]} steps"
+    j, h = fit.get("jaxode jit(vmap(solve))"), fit.get("hand unroll=1")
+    if j is None or h is None:
+        sec.row(f"loop: Lorenz RK4 f32, {m} members: time per step", "failed or "
+                "wrong" if j is None else f"{fmt(j[0])}/step", "-", "-")
+        return
+    sec.row(f"loop: Lorenz RK4 f32, {m} members, final state: time per step ({span})",
+            f"jit(vmap(solve)) {fmt(j[0])}/step (+{fmt(j[1])} per call)",
+            f"hand vmap(lax.scan) {fmt(h[0])}/step (+{fmt(h[1])} per call)",
+            f"**{h[0] / j[0]:.3g}x** the hand scan's per-step speed")
+    for u in unrolls[1:]:
+        hu = fit.get(f"hand unroll={u}")
+        if hu is None:
+            sec.row(f"loop: hand scan unroll={u}, {m} members", "-", "failed", "-")
+            continue
+        sec.row(f"loop: hand vmap(lax.scan) with unroll={u}, Lorenz RK4 f32, {m} "
+                f"members: time per step ({span})", f"{fmt(j[0])}/step",
+                f"hand unroll={u} {fmt(hu[0])}/step; unroll=1 {fmt(h[0])}/step",
+                f"unroll={u}: **{h[0] / hu[0]:.3g}x** unroll=1's per-step speed; "
+                f"jaxode {hu[0] / j[0]:.3g}x unroll={u}'s")
+
+
 # ------------------------------------------------------------------------ main
 
 
@@ -680,6 +1125,10 @@ RUNNERS = {
     "lorenz_rk4": lambda sec: lorenz_section(sec, adaptive=False),
     "lorenz_tsit5": lambda sec: lorenz_section(sec, adaptive=True),
     "stiff": stiff_section,
+    "lstm": lstm_section,
+    "spiral": spiral_section,
+    "odenet": odenet_section,
+    "loop": loop_section,
 }
 
 
@@ -730,7 +1179,7 @@ def main() -> int:
                         help="tiny sizes, a smoke run (timings not meaningful)")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for the whole run (default: 420 on an "
-                        "accelerator, 270 on the CPU, 45 with --quick)")
+                        "accelerator, 270 on the CPU, 120 with --quick)")
     parser.add_argument("--sections", default=",".join(SECTIONS),
                         help=f"comma-separated, from: {', '.join(SECTIONS)}")
     parser.add_argument("--out", default=None,
