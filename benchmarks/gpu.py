@@ -101,6 +101,7 @@ PLANS = {
               "loop_members": [2 ** 6], "loop_steps": [50, 100, 200],
               "unrolls": [1, 2], "budget": 120.0},
 }
+DIFFER = "its answer differs from jaxode's (the check lines above): not timed"
 PAPER = ("DiffEqGPU paper (Utkarsh et al., CMAME 2024), V100, 2^23 Lorenz members, "
          "f32, t in [0, 1], dt = 1e-3: context, not measured here")
 
@@ -113,10 +114,18 @@ class Torch:
 
     def __init__(self, jax_platform: str):
         self.torch = self.odeint = self.odeint_adjoint = self.device = None
+        self.missing = ""
+        try:
+            self._find(jax_platform)
+        except Exception as e:  # a broken install: the JAX rows still run
+            self.device = None
+            self.note = f"torch not usable ({first_line(e)})"
+
+    def _find(self, jax_platform: str) -> None:
         try:
             import torch
         except ImportError as e:
-            self.note = f"torch not importable ({e}): torch rows not run"
+            self.note = f"torch not importable ({e})"
             return
         self.torch = torch
         try:
@@ -139,9 +148,9 @@ class Torch:
             self.note = (f"torch {torch.__version__} on "
                          f"{torch.cuda.get_device_name(0)} (CUDA)")
         else:
-            self.note = (f"torch {torch.__version__} sees no CUDA device: torch rows "
-                         "not run (a CPU peer against an accelerator would compare "
-                         "the hardware)")
+            self.note = (f"torch {torch.__version__} sees no CUDA device (torch on "
+                         "the CPU against JAX on an accelerator would compare the "
+                         "hardware)")
 
     def why_not(self, need_diffeq: bool = True) -> str | None:
         """None when the torch rows can run, else the reason they do not."""
@@ -460,6 +469,10 @@ def lorenz_section(sec: Section, adaptive: bool) -> None:
             else "RK4 dt=1e-3 (1000 steps)")
     print(f"Lorenz, {what}, t in [0, 1], float32, final state kept; answers checked "
           f"against the hand-written RK4 scan (dt = 1e-3)", flush=True)
+    if not adaptive:
+        sec.row(PAPER, "-", "Julia GPU kernel ensemble: fixed-step RK 145 ms, adaptive "
+                "Tsit5 69.5 ms; diffrax vmap: 10.0 s and 2.61 s",
+                "paper: the kernels 69x and 38x diffrax's speed")
     history = {}
     for n in grow(sec, ctx.plan["lorenz"], history, active, reference):
         print(f" {n} members ({sec.left():.0f} s left in the section)", flush=True)
@@ -469,10 +482,6 @@ def lorenz_section(sec: Section, adaptive: bool) -> None:
                    time_reference=not adaptive)  # adaptive: it only checks
         record(history, active, res, n)
         lorenz_row(sec, n, res, adaptive)
-    if not adaptive:
-        sec.row(PAPER, "-", "Julia GPU kernel ensemble: fixed-step RK 145 ms, adaptive "
-                "Tsit5 69.5 ms; diffrax vmap: 10.0 s and 2.61 s",
-                "paper: the kernels 69x and 38x diffrax's speed")
 
 
 def fmt(seconds: float) -> str:
@@ -534,6 +543,9 @@ def lorenz_row(sec: Section, n: int, res: dict, adaptive: bool) -> None:
     if adaptive:
         peers.pop("hand vmap(lax.scan)")
     peer, ratio = peer_cells(res, t, peers)
+    why = sec.ctx.torch.why_not()
+    if why:
+        peer += f"; torchdiffeq: not run ({why})"
     sec.row(bench, cell, peer, ratio)
 
 
@@ -762,7 +774,7 @@ def lstm_section(sec: Section) -> None:
     v, g, first = first_step(step, state, batch)
     fns = {"jaxode": steps_runner(step, state, batch, inner)}
     why = tc.why_not(need_diffeq=False)
-    peer, cudnn = "torch.nn.LSTM", False
+    peer, cudnn, nopeer = "torch.nn.LSTM", False, why
     if why:
         sec.skip(f"torch.nn.LSTM: {why}")
     else:
@@ -777,23 +789,27 @@ def lstm_section(sec: Section) -> None:
         loss_t = lambda m: torch.mean((m(xt)[0] - yt) ** 2)  # noqa: E731
         value = loss_t(lstm)
         value.backward()
-        if not agree(sec, "LSTM loss and gradient", [
+        if agree(sec, "LSTM loss and gradient", [
                 ("loss", v, value, 1e-3),
                 ("d loss / d W_hh", g.cells[0].weight_hh, lstm.weight_hh_l0.grad, 1e-2),
                 ("d loss / d W_ih", g.cells[0].weight_ih, lstm.weight_ih_l0.grad,
                  1e-2)]):
-            return
-        fns[peer] = torch_steps(tc, lstm, loss_t, torch.optim.Adam(
-            lstm.parameters(), lr=1e-3), inner)
+            fns[peer] = torch_steps(tc, lstm, loss_t, torch.optim.Adam(
+                lstm.parameters(), lr=1e-3), inner)
+        else:
+            nopeer = DIFFER
         cudnn = tc.device.type == "cuda" and torch.backends.cudnn.is_available()
     res = race(fns, rounds=ctx.plan["rounds"], deadline=sec.deadline)
     label = f"{peer} ({'cuDNN' if not why and cudnn else tc.device})"
     train_row(sec, f"LSTM training step (forward, backward, Adam), B={B} T={T} I={I} "
               f"H={H}, f32", res, "jaxode", "jaxode RNN(LSTMCell)",
-              {peer: label} if peer in res else {}, inner, first)
+              {peer: label} if peer in res else {}, inner, first, nopeer=nopeer)
 
 
-def train_row(sec, bench, res, ours, label, peers, inner, first, extra="") -> None:
+def train_row(sec, bench, res, ours, label, peers, inner, first, extra="",
+              nopeer="") -> None:
+    """A training-step row: time per step, the first step apart; `nopeer` says why
+    there is no peer when `peers` is empty."""
     t = timed(res, ours)
     if t is None:
         sec.row(bench, res[ours]["error"], "-", "-")
@@ -802,7 +818,7 @@ def train_row(sec, bench, res, ours, label, peers, inner, first, extra="") -> No
            for k, v in res.items()}
     cell = f"{label} {fmt(t / inner)}/step (first step {first:.1f} s)"
     peer, ratio = peer_cells(per, t / inner, peers)
-    sec.row(bench, cell + extra, peer if peers else "not run", ratio)
+    sec.row(bench, cell + extra, peer if peers else f"peer not run: {nopeer}", ratio)
 
 
 # ---------------------------------------------------------------------- spiral
@@ -884,7 +900,7 @@ def spiral_section(sec: Section) -> None:
     why = tc.why_not()
     if why:
         sec.skip(f"torchdiffeq: {why}")
-    fns, pairs, firsts = {}, [], {}
+    fns, pairs, firsts, nopeer = {}, [], {}, {}
     for jadj, tname, tol in (("recursive", "odeint", 1e-3),
                              ("backsolve", "odeint_adjoint", 1e-2)):
         step, state = spiral_jax(jadj, batch_t, weights)
@@ -905,6 +921,8 @@ def spiral_section(sec: Section) -> None:
                 zip(("W1", "b1", "W2", "b2"), jp, tp, strict=True)]):
             fns[f"torchdiffeq {tname}"] = torch_steps(tc, func, loss, opt, inner)
             pairs.append((jadj, f"torchdiffeq {tname}"))
+        else:
+            nopeer[jadj] = f"torchdiffeq {tname}: {DIFFER}"
     res = race(fns, rounds=ctx.plan["rounds"], deadline=sec.deadline)
     for jadj, label in (("recursive", "backprop through the solver"),
                         ("backsolve", "continuous adjoint")):
@@ -912,7 +930,8 @@ def spiral_section(sec: Section) -> None:
         train_row(sec, f"spiral Neural ODE training step, {label}: dopri5 rtol 1e-7 "
                   "atol 1e-9, f32, 20 windows x 10 steps, RMSprop", res,
                   f"jaxode {jadj}", f"jaxode {jadj}",
-                  {p: f"{p} ({tc.device})" for p in peer}, inner, firsts[jadj])
+                  {p: f"{p} ({tc.device})" for p in peer}, inner, firsts[jadj],
+                  nopeer=nopeer.get(jadj, why))
 
 
 # ---------------------------------------------------------------------- ODE-Net
@@ -1001,7 +1020,7 @@ def odenet_section(sec: Section) -> None:
     nfe = int(model.ode.solve(model.stem(batch_j[0][..., None])).stats["nfe"])
     extra = f"; forward NFE {nfe}"
     peers = {}
-    why = tc.why_not()
+    why = nopeer = tc.why_not()
     if why:
         sec.skip(f"torch ODE-Net: {why}")
     else:
@@ -1027,11 +1046,13 @@ def odenet_section(sec: Section) -> None:
                 net.parameters(), lr=1e-3), inner)
             peers["torch"] = (f"torch + torchdiffeq odeint_adjoint ({tc.device}; "
                               f"forward NFE {peer_nfe})")
+        else:
+            nopeer = DIFFER
     res = race(fns, rounds=ctx.plan["rounds"], deadline=sec.deadline)
     train_row(sec, f"ODE-Net classifier training step (Adam): {side}x{side} synthetic "
               f"images, batch {batch}, {channels} channels, dopri5 rtol=atol=1e-3, "
               "backsolve adjoint, f32", res, "jaxode", "jaxode nn.ODENet", peers,
-              inner, first, extra)
+              inner, first, extra, nopeer)
 
 
 # ------------------------------------------------------------------------ loop
