@@ -46,7 +46,7 @@ def test_quick_run_prints_rows_without_the_test_dependencies(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     code = _BARE.format(bench=str(SCRIPT.parent), script=str(SCRIPT))
     proc = subprocess.run(
-        [sys.executable, "-c", code, "--quick", "--budget", "60", "--out", str(out)],
+        [sys.executable, "-c", code, "--quick", "--budget", "45", "--out", str(out)],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
     text = proc.stdout
     assert proc.returncode == 0, text[-3000:] + proc.stderr[-3000:]
