@@ -490,6 +490,8 @@ def lorenz_section(sec: Section, adaptive: bool) -> None:
 
 
 def fmt(seconds: float) -> str:
+    if seconds < 0:  # a fitted intercept below zero: noise
+        return "-" + fmt(-seconds)
     if seconds < 1e-3:
         return f"{1e6 * seconds:.1f} µs"
     if seconds < 1.0:
@@ -1124,8 +1126,8 @@ def loop_rows(sec: Section, m: int, done: list, times: dict, unrolls) -> None:
                 "wrong" if j is None else f"{fmt(j[0])}/step", "-", "-")
         return
     sec.row(f"loop: Lorenz RK4 f32, {m} members, final state: time per step ({span})",
-            f"jit(vmap(solve)) {fmt(j[0])}/step (+{fmt(j[1])} per call)",
-            f"hand vmap(lax.scan) {fmt(h[0])}/step (+{fmt(h[1])} per call)",
+            f"jit(vmap(solve)) {fmt(j[0])}/step (intercept {fmt(j[1])})",
+            f"hand vmap(lax.scan) {fmt(h[0])}/step (intercept {fmt(h[1])})",
             f"**{h[0] / j[0]:.3g}x** the hand scan's per-step speed")
     for u in unrolls[1:]:
         hu = fit.get(f"hand unroll={u}")
