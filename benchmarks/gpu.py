@@ -1241,7 +1241,8 @@ def main() -> int:
         if ns.out:
             with open(ns.out, "w", encoding="utf-8") as fh:
                 fh.write("\n".join(lines + table) + "\n")
-    return 0
+    # a section that raised is a failure of the script (a skip for time is not)
+    return 1 if any(": FAILED (" in s for s in ctx.skipped) else 0
 
 
 if __name__ == "__main__":
