@@ -58,6 +58,8 @@ def test_quick_run_prints_rows_without_the_test_dependencies(tmp_path):
     assert any("Lorenz ensemble, RK4" in r and "2^8 = 256 members" in r
                and "members/s" in r and "torchdiffeq rk4 (cpu)" in r for r in rows)
     assert any("DiffEqGPU paper" in r for r in rows)
+    # rows printed as they come are marked: `jaxode bench` reads each one once
+    assert sum(ln.startswith("| cpu: ") for ln in text.splitlines()) == len(rows)
     # every section gave a row, or was left out for lack of time (never silently)
     for section, mark in [("lorenz_tsit5", "Tsit5"), ("stiff", "Robertson"),
                           ("lstm", "LSTM"), ("spiral", "spiral"),
