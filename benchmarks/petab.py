@@ -21,7 +21,8 @@ Per problem, in one process, float64, the same tolerances on both sides (rtol = 
    draw `prob.fit(multistart=20, key=jax.random.key(seed))` makes), handed to
    pyPESTO as its start points. AMICI: pyPESTO + fides with its defaults (forward
    sensitivities, the Fisher information then BFGS, within the bounds); jaxode's
-   fit runs twice, the first run compiles and the second is timed. Wall time, best
+   `fit` with its defaults (Levenberg–Marquardt then BFGS, within the bounds) runs
+   twice, the first run compiles and the second is timed. Wall time, best
    objective, and how many starts end within 1e-3 of the best either side found.
 
 AMICI compiles a C++ model per problem (cached under `benchmarks/.amici/`, git-
@@ -32,9 +33,7 @@ interpreter's `bin` folder, which this script puts first on `PATH`. AMICI simula
 the conditions of a problem on `--threads` OpenMP threads (default: every core);
 jaxode runs on XLA's CPU thread pool (every core).
 
-Needs the extras `[petab]` and `[bench]` (`amici`, `pypesto`, `fides`). Until
-`jaxode.petab.load` exists, jaxode's cells read "jaxode: not available" and
-AMICI's numbers still print.
+Needs the extras `[petab]` and `[bench]` (`amici`, `pypesto`, `fides`).
 
     python benchmarks/petab.py [--quick] [--all-fits | --no-fits] [--repeats R] [PROBLEM ...]
 """
