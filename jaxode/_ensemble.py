@@ -122,20 +122,15 @@ def _check_values(ts: Any, y0s: Any, args: Any) -> None:
         check_finite(name, tree)
 
 
-def _float_times(ts: Any) -> Any:
-    """`ts` in floating point. A concrete host value (a list, a NumPy array, a
-    constant closed over by an outer `jit`) stays a NumPy array, so that it stays
-    concrete; a JAX array stays where it is."""
-    if isinstance(ts, jax.Array) or not is_concrete(ts):
-        with jax.ensure_compile_time_eval():  # a concrete array stays concrete
-            ts = jnp.asarray(ts)
-            if jnp.issubdtype(ts.dtype, jnp.inexact):
-                return ts
-            return ts.astype(jnp.result_type(float))
-    ts = np.asarray(ts)
-    if np.issubdtype(ts.dtype, np.inexact):
-        return ts.astype(jax.dtypes.canonicalize_dtype(ts.dtype), copy=False)
-    return ts.astype(jnp.result_type(float))
+def _float_times(ts: Any) -> jax.Array:
+    """`ts` as a floating-point JAX array. A concrete value (a list, a NumPy array, a
+    constant closed over by an outer `jit`) stays concrete, not a tracer of that
+    `jit`, so that a fixed `dt` can plan the steps from it."""
+    with jax.ensure_compile_time_eval():
+        ts = jnp.asarray(ts)
+        if jnp.issubdtype(ts.dtype, jnp.inexact):
+            return ts
+        return ts.astype(jnp.result_type(float))
 
 
 @eqx.filter_jit
