@@ -229,7 +229,12 @@ def ensemble(
     is bad (the message names the argument and the value).
 
     Works inside `jax.jit` and `jax.grad`; values of `y0s`, `args`, `ts`, `rtol` and
-    `atol` can change without recompiling.
+    `atol` can change without recompiling. A fixed `dt` plans the steps from the
+    values of `ts`, so under `jit` `ts` must be a constant (NumPy times closed over
+    are); a jitted function that takes `ts` as an argument passes `substeps=k`.
+    Inputs already on the devices are checked there (one bool per array comes back
+    to the host) and are not moved when they already sit on the mesh as the
+    program splits them (members) or replicates them (the rest).
     """
     mesh = member_mesh(devices)
     if solve_kwargs.get("progress"):
