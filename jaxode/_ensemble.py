@@ -55,10 +55,17 @@ def _members(name: str, tree: Any) -> list[tuple[str, int]]:
     return out
 
 
+def _on_device(x: Any) -> bool:
+    """True for a concrete JAX array (not a tracer): its values live on devices."""
+    return isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer)
+
+
 def _place(x: Any, sharding: NamedSharding, padded: int | None) -> Any:
     """Put one concrete leaf on the mesh: split over members (after padding) when
-    `padded` is given, replicated otherwise. Each device receives only its own slice,
-    so the same call works when the mesh spans several processes."""
+    `padded` is given, replicated otherwise. An array already on the mesh's devices
+    stays where it is (integer members are promoted and padding is added there); a
+    host value, or any value for a mesh that spans several processes, goes through
+    the host so that each device receives only its own slice."""
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
         # Already a global array (multi-process): it cannot be padded on the host.
         if padded is not None and x.shape[0] != padded:
@@ -68,10 +75,62 @@ def _place(x: Any, sharding: NamedSharding, padded: int | None) -> Any:
                 f"{sharding.mesh.size} devices, or pass host arrays."
             )
         return x
+    if isinstance(x, jax.Array) and sharding.is_fully_addressable:
+        if padded is not None:
+            if not jnp.issubdtype(x.dtype, jnp.inexact):
+                x = x.astype(jnp.result_type(float))
+            x = pad(x, padded)
+        if x.sharding.is_equivalent_to(sharding, x.ndim):
+            return x
+        return jax.device_put(x, sharding)
     host = _as_float_host(x) if padded is not None else np.asarray(x)
     if padded is not None:
         host = pad(host, padded)
     return jax.make_array_from_callback(host.shape, sharding, lambda idx: host[idx])
+
+
+@jax.jit
+def _all_finite(x: jax.Array) -> jax.Array:
+    return jnp.isfinite(x).all()
+
+
+@jax.jit
+def _finite_increasing(ts: jax.Array) -> jax.Array:
+    return jnp.isfinite(ts).all() & (jnp.diff(ts) > 0).all()
+
+
+def _check_values(ts: Any, y0s: Any, args: Any) -> None:
+    """`check_times` on `ts` and `check_finite` on `y0s` and `args`, without copying
+    device arrays to the host: each one is reduced where it lives to one bool, and
+    only the bools come back. Only when one of them reports a bad value (or `ts` has
+    a bad shape) does the host check run on that argument, to write its usual
+    message. Host values are checked where they are; tracers are skipped."""
+    args = jtu.tree_map(lambda a: a if eqx.is_array_like(a) else None, args)
+    trees = {"y0s": y0s, "args": args}
+    with jax.ensure_compile_time_eval():  # concrete bools under an outer `jit` too
+        flags = {name: [_all_finite(a) for a in jtu.tree_leaves(tree)
+                        if _on_device(a) and jnp.issubdtype(a.dtype, jnp.inexact)]
+                 for name, tree in trees.items()}
+        if _on_device(ts) and ts.ndim == 1 and ts.shape[0] > 0:
+            flags["ts"] = [_finite_increasing(ts)]
+    ok = {name: all(bools) for name, bools in jax.device_get(flags).items()}
+    if not ok.get("ts", False):
+        check_times("ts", ts)
+    for name, tree in trees.items():
+        if ok[name]:  # device leaves are fine: check what is on the host
+            tree = jtu.tree_map(lambda a: None if _on_device(a) else a, tree)
+        check_finite(name, tree)
+
+
+def _float_times(ts: Any) -> jax.Array:
+    """`ts` as a floating-point JAX array. A concrete value (a list, a NumPy array, a
+    constant closed over by an outer `jit`) stays concrete, not a tracer of that
+    `jit`, so that a fixed `dt` can plan the steps from it."""
+    with jax.ensure_compile_time_eval():
+        ts = jnp.asarray(ts)
+        if jnp.issubdtype(ts.dtype, jnp.inexact):
+            return ts
+        return ts.astype(jnp.result_type(float))
 
 
 @eqx.filter_jit
@@ -104,9 +163,10 @@ def _planned(config: Config, ts) -> tuple[Config, tuple | None]:
     count (and whether the spans are equal) replaces `dt`, so the times stay traced
     and new values of them or of `dt` with the same count do not recompile;
     otherwise the grid is part of the program and `ts` is held static."""
-    config = config.replace(**{name: jnp.asarray(getattr(config, name), ts.dtype)
-                               for name in ("rtol", "atol")
-                               if isinstance(getattr(config, name), (int, float))})
+    # an explicit (scalar) transfer: nothing else moves inputs between host and device
+    config = config.replace(**{
+        name: jax.device_put(np.asarray(getattr(config, name), ts.dtype))
+        for name in ("rtol", "atol") if isinstance(getattr(config, name), (int, float))})
     if not (config.fixed_step and config.dt is not None):
         return config, None
     if not is_concrete(ts):
@@ -169,7 +229,12 @@ def ensemble(
     is bad (the message names the argument and the value).
 
     Works inside `jax.jit` and `jax.grad`; values of `y0s`, `args`, `ts`, `rtol` and
-    `atol` can change without recompiling.
+    `atol` can change without recompiling. A fixed `dt` plans the steps from the
+    values of `ts`, so under `jit` `ts` must be a constant (NumPy times closed over
+    are); a jitted function that takes `ts` as an argument passes `substeps=k`.
+    Inputs already on the devices are checked there (one bool per array comes back
+    to the host) and are not moved when they already sit on the mesh as the
+    program splits them (members) or replicates them (the rest).
     """
     mesh = member_mesh(devices)
     if solve_kwargs.get("progress"):
@@ -198,13 +263,8 @@ def ensemble(
         raise ValueError("the ensemble is empty: `y0s` has 0 members (leading axis "
                          "of length 0); pass at least one initial state.")
 
-    ts = jnp.asarray(ts) if not isinstance(ts, jax.core.Tracer) else ts
-    if not jnp.issubdtype(ts.dtype, jnp.inexact):
-        ts = ts.astype(jnp.result_type(float))
-    check_times("ts", ts)
-    check_finite("y0s", y0s)
-    check_finite("args", jtu.tree_map(
-        lambda a: a if eqx.is_array_like(a) else None, args))
+    ts = _float_times(ts)
+    _check_values(ts, y0s, args)
 
     config = configure(**solve_kwargs)
     if config.dense:

@@ -161,6 +161,100 @@ def test_solve_fixed_dt_under_jit():
                                ** 20, rtol=1e-13)
 
 
+def _decay(t, y, k):
+    return -k * y
+
+
+def test_jit_ensemble_with_numpy_ts_and_dt():
+    """A NumPy `ts` closed over by an outer `jit` is a constant: `dt` plans the steps
+    as it does without `jit`, for equal spans and for unequal ones (the grid is
+    then part of the program). Only a traced `ts` with `dt` is refused."""
+    y0s = jnp.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    ks = jnp.array([0.5, 1.0, 2.0])
+    kw = dict(member_args=True, solver="rk4", dt=0.1)
+    h = 0.1  # both grids take 20 RK4 steps of 0.1 (5 + 5 + 5 + 5; 3 + 7 + 10)
+    taylor = 1 - ks * h + (ks * h) ** 2 / 2 - (ks * h) ** 3 / 6 + (ks * h) ** 4 / 24
+    for ts in (np.linspace(0.0, 2.0, 5), np.array([0.0, 0.3, 1.0, 2.0])):
+        eager = jo.ensemble(_decay, y0s, ts, ks, **kw)
+        jitted = jax.jit(lambda y0s, ks, ts=ts: jo.ensemble(_decay, y0s, ts, ks, **kw)
+                         )(y0s, ks)
+        np.testing.assert_allclose(jitted.ys, eager.ys, rtol=1e-14)
+        np.testing.assert_allclose(jitted.ts, ts, rtol=0)
+        assert list(jitted.stats["num_steps"]) == [20, 20, 20]
+        np.testing.assert_allclose(jitted.ys[:, -1], y0s * taylor[:, None] ** 20,
+                                   rtol=1e-13)
+    with pytest.raises(ValueError, match="fixed-step ensemble with `dt` needs "
+                                         "concrete `ts`.*`substeps=k`"):
+        jax.jit(lambda ts: jo.ensemble(_decay, y0s, ts, ks, **kw))(
+            jnp.linspace(0.0, 2.0, 5))
+
+
+def test_non_finite_device_inputs_keep_their_messages():
+    """Device arrays are checked on the device; a bad one still gets the message
+    the host check writes (argument, leaf and values), also when it is a constant
+    closed over by an outer `jit`."""
+    y0s = _y0s(4)
+    r1 = jnp.array([0.05, 0.1, 0.15, 0.2])
+    spec = {k: k == "r1" for k in ARGS}
+    bad = y0s.at[1, 0].set(jnp.nan)
+    cases = [
+        (lambda: jo.ensemble(competition, bad, TS, ARGS),
+         ("`y0s` holds non-finite values: [[ 50. , 80. ], [ nan, 153.333333], "
+          "[150. , 226.666667], [200. , 300. ]].")),
+        (lambda: jax.jit(lambda r: jo.ensemble(
+            competition, bad, TS, {**ARGS, "r1": r}, member_args=spec))(r1),
+         "`y0s` holds non-finite values: [[ 50. , 80. ], [ nan,"),
+        (lambda: jo.ensemble(competition, y0s, TS, {**ARGS, "r1": r1.at[2].set(
+            jnp.inf)}, member_args=spec),
+         "`args['r1']` holds non-finite values: [0.05, 0.1 , inf, 0.2 ]."),
+        (lambda: jo.ensemble(competition, y0s, TS, {**ARGS, "a1": np.array(np.nan)}),
+         "`args['a1']` holds non-finite values: nan."),
+        (lambda: jo.ensemble(lambda t, y, a: y, {"a": y0s, "b": y0s.at[3, 1].set(
+            -jnp.inf)}, TS),
+         ("`y0s['b']` holds non-finite values: [[ 50. , 80. ], [100. , 153.333333], "
+          "[150. , 226.666667], [200. , -inf]].")),
+        (lambda: jo.ensemble(competition, y0s, TS.at[3].set(jnp.nan), ARGS),
+         "`ts` holds non-finite values: [ 0., 5., 10., ..., 30., 35., 40.]."),
+        (lambda: jo.ensemble(competition, y0s, TS.at[4].set(1.0), ARGS),
+         "`ts` must be strictly increasing; ts[3]=15.0 and ts[4]=1.0."),
+        (lambda: jo.ensemble(competition, y0s, TS.reshape(3, 3), ARGS),
+         "`ts` must be 1-D, got shape (3, 3)."),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError) as info:
+            call()
+        assert str(info.value).startswith(message), (str(info.value), message)
+
+
+def test_device_inputs_are_neither_copied_nor_moved(monkeypatch):
+    """With `y0s`, `args` and `ts` on the device, `ensemble` checks them there and
+    leaves them where they are: under `jax.transfer_guard("disallow")` an implicit
+    transfer (a host copy put back on the device) raises, and the host checks
+    are handed no device array (on a CPU, reading one is not a guarded transfer)."""
+    from jaxode import _ensemble
+
+    handed = []
+
+    def spy(real):
+        def check(arg, value, *rest, **kw):
+            handed.extend(jax.tree_util.tree_leaves(value))
+            return real(arg, value, *rest, **kw)
+        return check
+
+    for name in ("check_finite", "check_times"):
+        monkeypatch.setattr(_ensemble, name, spy(getattr(_ensemble, name)))
+    y0s, ks, ts = _y0s(4) / 100, jnp.array([0.5, 1.0, 1.5, 2.0]), TS / 40
+    for kw in (dict(), dict(solver="rk4", substeps=4)):
+        ref = jo.ensemble(_decay, y0s, ts, ks, member_args=True, **kw)  # compiles
+        with jax.transfer_guard("disallow"):
+            sol = jo.ensemble(_decay, y0s, ts, ks, member_args=True, **kw)
+        np.testing.assert_array_equal(sol.ys, ref.ys)
+        # exp(-k): adaptive at rtol 1e-6 is off by 6e-7, RK4 with h = 1/32 by 3e-7
+        np.testing.assert_allclose(sol.ys[:, -1], y0s * jnp.exp(-ks)[:, None],
+                                   rtol=2e-6)
+    assert not [x for x in handed if isinstance(x, jax.Array)], handed
+
+
 # ------------------------------------------------------------------- subprocesses
 
 
@@ -195,6 +289,25 @@ for n, kw in [(1, fixed), (3, fixed), (5, fixed), (8, fixed), (5, adaptive)]:
         else:  # padding dropped: gathered
             assert all(s[1] == n for s in shards), shards
         print("ok", n, kw.get("solver", "tsit5"), err, shards)
+
+# inputs already split (members) or replicated (the rest) over the mesh are checked
+# there and stay there: no implicit transfer, and no move between devices
+P, mesh = jax.sharding.PartitionSpec, jo.member_mesh()
+split, whole = (jax.sharding.NamedSharding(mesh, p) for p in (P("members"), P()))
+y0s = jnp.stack([jnp.linspace(50., 200., 8), jnp.linspace(80., 300., 8)], -1)
+a = {**args, "r1": jnp.linspace(0.05, 0.2, 8)}
+spec = {k: k == "r1" for k in a}
+placed = (jax.device_put(y0s, split), jax.device_put(ts, whole),
+          {k: jax.device_put(v, split if spec[k] else whole) for k, v in a.items()})
+kw = dict(member_args=spec, solver="rk4", substeps=10)
+ref = jo.ensemble(competition, y0s, ts, a, devices=one, **kw)
+jo.ensemble(competition, *placed, **kw)  # compiles
+with jax.transfer_guard("disallow"), \
+        jax.transfer_guard_device_to_device("disallow_explicit"):
+    sh = jo.ensemble(competition, *placed, **kw)
+assert np.array_equal(np.asarray(sh.ys), np.asarray(ref.ys))
+assert [s.data.shape[0] for s in sh.ys.addressable_shards] == [2, 2, 2, 2]
+print("ok placed inputs stay")
 """
 
 
@@ -263,7 +376,7 @@ def test_four_host_devices_ensemble_fit_train_and_example(tmp_path):
           ["--members", "8", "--out", "."])],
         env={**os.environ, **FOUR_DEVICES_ENV}, cwd=tmp_path, timeout=180,
         preamble=textwrap.dedent(FOUR_DEVICES + FOUR_DEVICES_FIT_TRAIN))
-    assert checks.count("ok ") == 7, checks
+    assert checks.count("ok ") == 8, checks
     example_out, code = results["ensemble"]
     assert code == "0", example_out[-3000:]
     assert ("8 members on 4 device(s): ys (8, 101, 2), members per device "
