@@ -195,7 +195,7 @@ def test_fit_recovers_noise_free_parameters():
              for th in (theta, prob.theta_nominal)]
     assert abs(shift[0] - shift[1]) < 1e-8
     res = prob.fit(multistart=4, key=jax.random.key(0))
-    assert isinstance(res, PetabFit) and res.method == "levenberg_marquardt"
+    assert isinstance(res, PetabFit) and res.method == "levenberg_marquardt+bfgs"
     for name, value in TRUE.items():
         assert abs(res.params[name] - value) <= 1e-4 * value, (name, res.params)
     assert np.all(np.diff(np.asarray(res.starts_nll)) >= 0)
