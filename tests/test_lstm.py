@@ -99,17 +99,22 @@ def test_vmap_over_examples_equals_a_loop_of_single_examples(dtype, given_carry)
     if not given_carry:  # the zero carry, built inside the vmapped function
         carry = (jnp.zeros_like(carry[0]), jnp.zeros_like(carry[1]))
     n = xs.shape[1]
-    pick = lambda tree, b: jtu.tree_map(lambda a: a[b], tree)  # noqa: E731
+
+    def pick(tree, b):
+        return jtu.tree_map(lambda a: a[b], tree)
 
     def vmapped(rnn, xs, carry):
-        c = carry if given_carry else None
-        losses = jax.vmap(_one_example, in_axes=(None, 1, 1, 0 if given_carry else None))(
-            rnn, xs, target, c)
+        if given_carry:
+            losses = jax.vmap(_one_example, in_axes=(None, 1, 1, 0))(
+                rnn, xs, target, carry)
+        else:
+            losses = jax.vmap(_one_example, in_axes=(None, 1, 1, None))(
+                rnn, xs, target, None)
         return jnp.sum(losses)
 
     def looped(rnn, xs, carry):
         return sum(_one_example_by_scan(rnn, xs[:, b], target[:, b],
-                                pick(carry, b) if given_carry else None)
+                                        pick(carry, b) if given_carry else None)
                    for b in range(n))
 
     def batched(rnn, xs, carry):
@@ -120,8 +125,10 @@ def test_vmap_over_examples_equals_a_loop_of_single_examples(dtype, given_carry)
     ys_loop = jnp.stack([_reference(cell, xs[:, b], pick(carry, b))[1]
                          for b in range(n)], axis=1)
     _assert_trees_close(ys_vmap, ys_loop, TOL[dtype])
-    grad = lambda fn: eqx.filter_grad(  # noqa: E731
-        lambda a: fn(*a))((rnn, xs, carry))
+
+    def grad(fn):
+        return eqx.filter_grad(lambda a: fn(*a))((rnn, xs, carry))
+
     g_vmap = grad(vmapped)
     if not given_carry:  # the carry is not an input there: compare the rest
         g_vmap = g_vmap[:2]
@@ -140,7 +147,7 @@ def test_per_example_gradients_under_vmap_are_not_summed(dtype):
         rnn, xs, target, None)
     for b in range(xs.shape[1]):
         alone = eqx.filter_grad(_one_example_by_scan)(rnn, xs[:, b], target[:, b], None)
-        _assert_trees_close(jtu.tree_map(lambda g: g[b], grads), alone,
+        _assert_trees_close(jtu.tree_map(lambda g, b=b: g[b], grads), alone,
                             10 * TOL[dtype])
 
 
@@ -151,7 +158,8 @@ def test_under_vmap_the_weight_gradient_is_one_matmul_over_time_and_examples():
     rnn = jo.nn.RNN(cell)
 
     def loss(rnn):
-        return jnp.sum(jax.vmap(lambda x: rnn(x)[0], in_axes=1, out_axes=1)(xs) * target)
+        ys = jax.vmap(lambda x: rnn(x)[0], in_axes=1, out_axes=1)(xs)
+        return jnp.sum(ys * target)
 
     program = str(jax.make_jaxpr(eqx.filter_grad(loss))(rnn))
     dims = re.findall(r"dimension_numbers=\(\((\[[0-9, ]*\]), \[[0-9, ]*\]\), "

@@ -26,8 +26,9 @@ idiom) as fast as one `(time, batch, input)` call. JAX batches a custom VJP by
 running its backward per example and summing the weight gradients afterwards: a
 per-example product and a sum over examples (on this CPU backend, the sum of the 32
 per-example `(137, 512)` gradients took 19 ms, the matmul that forms them 5 ms),
-where the plain matmul batches into one product over time and examples together. Under `vmap(grad(...))` (per-example
-gradients) the same matmul stays per example, so no batching rule is needed.
+where the plain matmul batches into one product over time and examples together.
+Under `vmap(grad(...))` (per-example gradients) the same matmul stays per example,
+so no batching rule is needed.
 """
 
 import math
@@ -96,11 +97,11 @@ def _through_time(z, weight_hh, hs, cs, acts, h0, c0):
 
 def _through_time_fwd(z, weight_hh, hs, cs, acts, h0, c0):
     del z
-    return (hs, (hs[-1], cs[-1])), (weight_hh, hs, cs, acts, h0, c0)
+    return (hs, (hs[-1], cs[-1])), (weight_hh, cs, acts, h0, c0)
 
 
 def _through_time_bwd(res, cotangents):
-    weight_hh, hs, cs, acts, h0, c0 = res
+    weight_hh, cs, acts, h0, c0 = res
     dhs, (dh_T, dc_T) = cotangents
     H = h0.shape[-1]
     # every per-step factor, for all steps at once
