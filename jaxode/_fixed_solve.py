@@ -125,8 +125,18 @@ def fixed_plan(ts, ts_host, dt, substeps):
     return counts, uniform
 
 
-def run_fixed(config, f, y0, ts, args, ts_host) -> Solution:
-    """A fixed-step solve as `config` (see `_engine.Config`) describes it."""
+def run_fixed(config, f, y0, ts, args, ts_host) -> tuple[Solution, list]:
+    """A fixed-step solve as `config` (see `_engine.Config`) describes it, with the
+    run-time check in its program when `config.throw`.
+
+    **Returns:** the `Solution` and its failure check, `[(sol.ok, message)]`, for a
+    caller that checks after the program has run (`_errors.raise_unless`).
+    """
+    sol = _run_fixed(config, f, y0, ts, args, ts_host)
+    return sol, [(sol.ok, _NONFINITE_HINT)]
+
+
+def _run_fixed(config, f, y0, ts, args, ts_host) -> Solution:
     counts, uniform = (config.plan if config.plan is not None else
                        fixed_plan(ts, ts_host, config.dt, config.substeps))
     if config.event is not None or config.dense:

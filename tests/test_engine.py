@@ -1,6 +1,7 @@
 """The solve engine: one validator behind every entry point, adjoints as objects."""
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,3 +173,93 @@ def test_fit_runs_shooting_with_the_adjoint_it_is_given():
     np.testing.assert_allclose(recursive.params, default.params, rtol=1e-6)
     with pytest.raises(ValueError, match="`shooting` with a fixed-step solver"):
         run(adjoint="backsolve")
+
+
+# ------------------------------------------- throw: after the program, or in it
+
+
+def _blows_up(t, y, args):
+    """Finite until t = 0.55, NaN from there on."""
+    return jnp.where(t > 0.55, jnp.nan, -args * y)
+
+
+_FAILING = {
+    "rk4": dict(solver="rk4", dt=0.1),
+    "tsit5": dict(max_steps=50),
+}
+_MESSAGE = {"rk4": "non-finite value.*fixed-step", "tsit5": "non-finite value.*max_steps"}
+_TS = jnp.linspace(0.0, 1.0, 11)
+
+
+def _ys(y0, kw, throw=True):
+    return jo.solve(_blows_up, y0, _TS, 1.0, throw=throw, **kw).ys
+
+
+@pytest.mark.parametrize("solver", sorted(_FAILING))
+def test_a_failing_solve_raises_eagerly_and_under_jit_vmap_and_grad(solver):
+    kw, message = _FAILING[solver], _MESSAGE[solver]
+    y0, y0s = jnp.ones(2), jnp.ones((3, 2))
+    runs = {
+        "eager": lambda: _ys(y0, kw),
+        "jit": lambda: jax.jit(lambda y: _ys(y, kw))(y0),
+        "vmap": lambda: jax.vmap(lambda y: _ys(y, kw))(y0s),
+        "grad": lambda: jax.grad(lambda y: jnp.sum(_ys(y, kw)))(y0),
+        "jit(vmap)": lambda: jax.jit(jax.vmap(lambda y: _ys(y, kw)))(y0s),
+        "jit(value_and_grad)": lambda: jax.jit(jax.value_and_grad(
+            lambda y: jnp.sum(_ys(y, kw))))(y0),
+        "final state under jit": lambda: jax.jit(lambda y: _ys(y, kw)[-1])(y0),
+        "ensemble": lambda: jo.ensemble(_blows_up, y0s, _TS, 1.0, **kw).ys,
+        "ensemble under jit": lambda: jax.jit(
+            lambda y: jo.ensemble(_blows_up, y, _TS, 1.0, **kw).ys)(y0s),
+    }
+    for name, run in runs.items():
+        with pytest.raises(Exception, match=message):
+            jax.block_until_ready(run())
+    # with throw=False the same solves run, and say where they failed
+    assert not bool(jo.solve(_blows_up, y0, _TS, 1.0, throw=False, **kw).ok)
+    assert not np.isfinite(np.asarray(jax.jit(lambda y: _ys(y, kw, False))(y0)[-1])).any()
+
+
+def test_throw_checks_inside_the_program_only_when_one_is_being_built(monkeypatch):
+    """The run-time check of `throw=True` (an `eqx.error_if`, a host callback) goes
+    into the compiled program only inside a caller's `jit`. Called eagerly (also
+    under an eager `grad`, and through `ensemble`), the solve's programs hold none
+    of jaxode's checks, and the flags are read after the program has run. Counted
+    as the calls to `eqx.error_if` while the programs are traced; each case solves a
+    vector field of its own, so no program comes from the cache."""
+    calls = []
+    error_if = eqx.error_if
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return error_if(*args, **kwargs)
+
+    monkeypatch.setattr(eqx, "error_if", counting)
+
+    def count(run, kw):
+        def f(t, y, args):  # a new function each time: a new program
+            return -args * y
+
+        calls.clear()
+        jax.block_until_ready(run(f, kw))
+        return len(calls)
+
+    def solve(f, kw, y0=jnp.ones(2), ts=_TS):
+        return jo.solve(f, y0, ts, 1.0, **kw).ys
+
+    event = jo.Event(lambda t, y, a: y[0] - 0.5, terminal=False)
+    eager = {
+        "solve": lambda f, kw: solve(f, kw),
+        "grad": lambda f, kw: jax.grad(lambda y: jnp.sum(solve(f, kw, y)))(jnp.ones(2)),
+        "ensemble": lambda f, kw: jo.ensemble(f, jnp.ones((3, 2)), _TS, 1.0, **kw).ys,
+        "uneven steps": lambda f, kw: solve(f, kw, ts=jnp.array([0.0, 0.1, 0.5, 1.0])),
+        "dense": lambda f, kw: solve(f, kw | dict(dense=True)),
+        "terminal event": lambda f, kw: solve(f, kw | dict(event=event.cond)),
+        "events": lambda f, kw: solve(f, kw | dict(event=event)),
+    }
+    jitted = lambda f, kw: jax.jit(lambda y: solve(f, kw, y))(jnp.ones(2))  # noqa: E731
+    for kw in (dict(solver="rk4", dt=0.1), {}):
+        for name, run in eager.items():
+            assert count(run, kw) == 0, (kw, name)
+        assert count(jitted, kw) >= 1
+        assert count(jitted, kw | dict(throw=False)) == 0
