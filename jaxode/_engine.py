@@ -412,11 +412,10 @@ def run_checked(config: Config, f: VectorField, y0: Y, ts: jax.Array, args: Args
             raise ValueError("`event` and `dense` need at least two times in `ts`.")
         ys = jtu.tree_map(lambda a: a[None], y0)
         return Solution(ts, ys, solve_stats(0, 0, 0, 0), jnp.array(True)), []
-    if config.throw and not in_program:
-        config = config.replace(throw=False)
+    throw = config.throw and in_program
     if config.fixed_step:
-        return run_fixed(config, f, y0, ts, args, ts_host)
-    return _run_adaptive(config, f, y0, ts, args)
+        return run_fixed(config, f, y0, ts, args, ts_host, throw)
+    return _run_adaptive(config, f, y0, ts, args, throw)
 
 
 def solve_with(config: Config, f: VectorField, y0: Y, ts: Any,
@@ -426,7 +425,7 @@ def solve_with(config: Config, f: VectorField, y0: Y, ts: Any,
     return run(config, f, y0, ts, args, ts_host)
 
 
-def _run_adaptive(config: Config, f, y0, ts, args) -> tuple[Solution, list]:
+def _run_adaptive(config: Config, f, y0, ts, args, throw) -> tuple[Solution, list]:
     rtol, atol = config.rtol, config.atol
     dt0 = None if config.dt is None else jnp.asarray(config.dt, ts.dtype)
     warn_float32_stiff(config.solver, ts.dtype, rtol)
@@ -438,6 +437,6 @@ def _run_adaptive(config: Config, f, y0, ts, args) -> tuple[Solution, list]:
         event_tol = (max(tol, 100 * float(jnp.finfo(ts.dtype).eps)),) * 2
     ys, ok, stats, times, interp, result, checks = solve_adaptive(
         f, config.solver, y0, ts, args, dt0, jnp.asarray(rtol, ts.dtype),
-        jnp.asarray(atol, ts.dtype), config.adjoint, config.max_steps, config.throw,
+        jnp.asarray(atol, ts.dtype), config.adjoint, config.max_steps, throw,
         config.progress, config.event, event_tol, config.dense)
     return Solution(ts, ys, stats, ok, times[0], interp, result, times), checks

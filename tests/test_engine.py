@@ -187,7 +187,8 @@ _FAILING = {
     "rk4": dict(solver="rk4", dt=0.1),
     "tsit5": dict(max_steps=50),
 }
-_MESSAGE = {"rk4": "non-finite value.*fixed-step", "tsit5": "non-finite value.*max_steps"}
+_MESSAGE = {"rk4": "non-finite value.*fixed-step",
+            "tsit5": "non-finite value.*max_steps"}
 _TS = jnp.linspace(0.0, 1.0, 11)
 
 
@@ -195,29 +196,35 @@ def _ys(y0, kw, throw=True):
     return jo.solve(_blows_up, y0, _TS, 1.0, throw=throw, **kw).ys
 
 
+_Y0, _Y0S = jnp.ones(2), jnp.ones((3, 2))
+_FORMS = {
+    "eager": lambda kw: _ys(_Y0, kw),
+    "jit": lambda kw: jax.jit(lambda y: _ys(y, kw))(_Y0),
+    "vmap": lambda kw: jax.vmap(lambda y: _ys(y, kw))(_Y0S),
+    "grad": lambda kw: jax.grad(lambda y: jnp.sum(_ys(y, kw)))(_Y0),
+    "jit(vmap)": lambda kw: jax.jit(jax.vmap(lambda y: _ys(y, kw)))(_Y0S),
+    "jit(value_and_grad)": lambda kw: jax.jit(jax.value_and_grad(
+        lambda y: jnp.sum(_ys(y, kw))))(_Y0),
+    "final state under jit": lambda kw: jax.jit(lambda y: _ys(y, kw)[-1])(_Y0),
+    "ensemble": lambda kw: jo.ensemble(_blows_up, _Y0S, _TS, 1.0, **kw).ys,
+    "ensemble under jit": lambda kw: jax.jit(
+        lambda y: jo.ensemble(_blows_up, y, _TS, 1.0, **kw).ys)(_Y0S),
+}
+
+
+@pytest.mark.parametrize("form", list(_FORMS))
 @pytest.mark.parametrize("solver", sorted(_FAILING))
-def test_a_failing_solve_raises_eagerly_and_under_jit_vmap_and_grad(solver):
-    kw, message = _FAILING[solver], _MESSAGE[solver]
-    y0, y0s = jnp.ones(2), jnp.ones((3, 2))
-    runs = {
-        "eager": lambda: _ys(y0, kw),
-        "jit": lambda: jax.jit(lambda y: _ys(y, kw))(y0),
-        "vmap": lambda: jax.vmap(lambda y: _ys(y, kw))(y0s),
-        "grad": lambda: jax.grad(lambda y: jnp.sum(_ys(y, kw)))(y0),
-        "jit(vmap)": lambda: jax.jit(jax.vmap(lambda y: _ys(y, kw)))(y0s),
-        "jit(value_and_grad)": lambda: jax.jit(jax.value_and_grad(
-            lambda y: jnp.sum(_ys(y, kw))))(y0),
-        "final state under jit": lambda: jax.jit(lambda y: _ys(y, kw)[-1])(y0),
-        "ensemble": lambda: jo.ensemble(_blows_up, y0s, _TS, 1.0, **kw).ys,
-        "ensemble under jit": lambda: jax.jit(
-            lambda y: jo.ensemble(_blows_up, y, _TS, 1.0, **kw).ys)(y0s),
-    }
-    for name, run in runs.items():
-        with pytest.raises(Exception, match=message):
-            jax.block_until_ready(run())
-    # with throw=False the same solves run, and say where they failed
-    assert not bool(jo.solve(_blows_up, y0, _TS, 1.0, throw=False, **kw).ok)
-    assert not np.isfinite(np.asarray(jax.jit(lambda y: _ys(y, kw, False))(y0)[-1])).any()
+def test_a_failing_solve_raises_eagerly_and_under_jit_vmap_and_grad(solver, form):
+    with pytest.raises(Exception, match=_MESSAGE[solver]):
+        jax.block_until_ready(_FORMS[form](_FAILING[solver]))
+
+
+@pytest.mark.parametrize("solver", sorted(_FAILING))
+def test_with_throw_false_a_failing_solve_says_so(solver):
+    kw = _FAILING[solver]
+    assert not bool(jo.solve(_blows_up, _Y0, _TS, 1.0, throw=False, **kw).ok)
+    last = jax.jit(lambda y: _ys(y, kw, False))(_Y0)[-1]
+    assert not np.isfinite(np.asarray(last)).any()
 
 
 def test_throw_checks_inside_the_program_only_when_one_is_being_built(monkeypatch):
@@ -244,8 +251,8 @@ def test_throw_checks_inside_the_program_only_when_one_is_being_built(monkeypatc
         jax.block_until_ready(run(f, kw))
         return len(calls)
 
-    def solve(f, kw, y0=jnp.ones(2), ts=_TS):
-        return jo.solve(f, y0, ts, 1.0, **kw).ys
+    def solve(f, kw, y0=None, ts=_TS):
+        return jo.solve(f, jnp.ones(2) if y0 is None else y0, ts, 1.0, **kw).ys
 
     event = jo.Event(lambda t, y, a: y[0] - 0.5, terminal=False)
     eager = {
@@ -257,7 +264,10 @@ def test_throw_checks_inside_the_program_only_when_one_is_being_built(monkeypatc
         "terminal event": lambda f, kw: solve(f, kw | dict(event=event.cond)),
         "events": lambda f, kw: solve(f, kw | dict(event=event)),
     }
-    jitted = lambda f, kw: jax.jit(lambda y: solve(f, kw, y))(jnp.ones(2))  # noqa: E731
+
+    def jitted(f, kw):
+        return jax.jit(lambda y: solve(f, kw, y))(jnp.ones(2))
+
     for kw in (dict(solver="rk4", dt=0.1), {}):
         for name, run in eager.items():
             assert count(run, kw) == 0, (kw, name)
