@@ -2,11 +2,22 @@
 hand-written `vmap(lax.scan)` vs diffrax at constant step vs torchdiffeq.
 
 The two-species competition model, 10 000 initial conditions, float32 times from
-`jnp.linspace(0, 50, 1001)`, RK4 with `dt=0.05` (1000 steps), the README's pattern
-`jax.jit(jax.vmap(lambda y: jo.solve(...).ys))` with the default `throw=True`. Two
-cases: the whole (10000, 1001, 2) trajectory kept, and only the final state kept. The
-hand-written scan saves the same array (the initial state, then every step). Every
-contender is checked against the hand scan before the table is printed.
+`jnp.linspace(0, 50, 1001)`, RK4 with `dt=0.05` (1000 steps), with the default
+`throw=True`, in three forms:
+
+- `jax.jit(jax.vmap(lambda y: jo.solve(...).ys))`: the solve inside the caller's
+  `jit`, so the run-time check of `throw=True` is a host callback in that program
+  (on CPU, jaxlib then runs the whole program synchronously on the calling thread);
+  also timed with `throw=False`;
+- `jax.vmap(lambda y: jo.solve(...).ys)` without `jit`: solve's own compiled program,
+  vmapped, with the failure flags read after it has run;
+- `jo.ensemble(...)`, the same.
+
+Two cases: the whole (10000, 1001, 2) trajectory kept, and only the final state kept
+(the forms without `jit` then save the two times `ts[0]`, `ts[-1]`: outside a `jit`
+nothing drops the states a caller does not keep). The hand-written scan saves the
+same array (the initial state, then every step). Every contender is checked against
+the hand scan before the table is printed.
 
     python benchmarks/fixed_step.py [--quick] [--rounds N]
 """
@@ -31,9 +42,14 @@ def _contenders(members, steps, y0s_np):
     ts = jnp.linspace(0.0, t1, steps + 1)  # float32, as everyone writes it
     y0s = jnp.asarray(y0s_np)
 
-    def user(y, throw=True):  # the README's pattern
+    def user(y, throw=True, ts=ts):  # the README's pattern
         return jo.solve(competition, y, ts, args, solver=jo.RK4(), dt=0.05,
                         throw=throw).ys
+
+    def ensemble(ts):
+        return jo.ensemble(competition, y0s, ts, args, solver=jo.RK4(), dt=0.05).ys
+
+    ends = ts[jnp.array([0, steps])]
 
     def rk4(y, t):
         h = ts[1] - ts[0]
@@ -68,6 +84,12 @@ def _contenders(members, steps, y0s_np):
     cases = {"all": {}, "final": {}}
     for (case, name), fn in jitted.items():
         cases[case][name] = (lambda fn=fn: fn(y0s))
+    # the same solve without the caller's jit: the failure flags are read after it
+    cases["all"]["jaxode, no jit"] = lambda: jax.vmap(user)(y0s)
+    cases["all"]["jaxode ensemble"] = lambda: ensemble(ts)
+    cases["final"]["jaxode, no jit"] = lambda: jax.vmap(
+        lambda y: user(y, ts=ends)[-1])(y0s)
+    cases["final"]["jaxode ensemble"] = lambda: ensemble(ends)[:, -1]
     try:
         import torch
         from torchdiffeq import odeint
@@ -122,6 +144,43 @@ def _cpu_per_call(fn, calls=10):
     return ((r1.ru_utime - r0.ru_utime) / calls, (r1.ru_stime - r0.ru_stime) / calls)
 
 
+_FORMS = {  # contender -> how the row names it
+    "jaxode": "jit(vmap(solve))",
+    "jaxode, no jit": "vmap(solve), no jit",
+    "jaxode ensemble": "ensemble",
+}
+
+
+def _rows(case, what, times, cases, members, steps):
+    """The table rows of one case: one per form of the jaxode call."""
+    h, d = times["hand"]["best"], times["diffrax"]["best"]
+    peer = f"hand-written vmap(lax.scan) {1e3 * h:.1f} ms; diffrax {1e3 * d:.1f} ms"
+    if "torchdiffeq" in times:
+        peer += f"; torchdiffeq {1e3 * times['torchdiffeq']['best']:.0f} ms"
+    extra = ""
+    if "jaxode throw=False" in times:
+        q = times["jaxode throw=False"]["best"]
+        extra = f"; jit(vmap(solve)) with throw=False {1e3 * q:.1f} ms ({h / q:.2f}x)"
+        cpu = {name: _cpu_per_call(cases[case][name])
+               for name in ("jaxode", "jaxode throw=False", "jaxode, no jit", "hand")}
+        for name, (user, system) in cpu.items():
+            print(f"CPU per call, {name:<20}: user {1e3 * user:6.1f} ms, "
+                  f"system {1e3 * system:6.1f} ms")
+        extra += (f"; user CPU per call: jaxode {1e3 * cpu['jaxode'][0]:.0f} ms, "
+                  f"hand {1e3 * cpu['hand'][0]:.0f} ms")
+    rows = []
+    for name, form in _FORMS.items():
+        j = times[name]["best"]
+        ratio = f"**{h / j:.2f}x** the hand scan's speed"
+        if "torchdiffeq" in times:
+            ratio += f"; {times['torchdiffeq']['best'] / j:.0f}x torchdiffeq"
+        print(f"jaxode {form} / hand-scan speed ({what}): {h / j:.2f}")
+        rows.append(f"| fixed_step: RK4, {members} ICs x {steps} steps, f32 linspace "
+                    f"times, {what}, throw=True, {form} | {1e3 * j:.1f} ms | {peer}"
+                    f"{extra if name == 'jaxode' else ''} | {ratio} |")
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, two rounds")
@@ -141,27 +200,7 @@ def main():
         times = measure(cases[case], rounds=rounds)
         report(f"{what}: best of {rounds} rounds (first call = compile / warm-up)",
                times, baseline="hand")
-        j, h = times["jaxode"]["best"], times["hand"]["best"]
-        d = times["diffrax"]["best"]
-        peer = f"hand-written vmap(lax.scan) {1e3 * h:.1f} ms; diffrax {1e3 * d:.1f} ms"
-        ratio = f"**{h / j:.2f}x** the hand scan's speed"
-        if "torchdiffeq" in times:
-            t = times["torchdiffeq"]["best"]
-            peer += f"; torchdiffeq {1e3 * t:.0f} ms"
-            ratio += f"; {t / j:.0f}x torchdiffeq"
-        if "jaxode throw=False" in times:
-            q = times["jaxode throw=False"]["best"]
-            peer += f"; jaxode with throw=False {1e3 * q:.1f} ms ({h / q:.2f}x)"
-            cpu = {name: _cpu_per_call(cases[case][name])
-                   for name in ("jaxode", "jaxode throw=False", "hand")}
-            for name, (user, system) in cpu.items():
-                print(f"CPU per call, {name:<20}: user {1e3 * user:6.1f} ms, "
-                      f"system {1e3 * system:6.1f} ms")
-            peer += (f"; user CPU per call: jaxode {1e3 * cpu['jaxode'][0]:.0f} ms, "
-                     f"hand {1e3 * cpu['hand'][0]:.0f} ms")
-        print(f"jaxode / hand-scan speed ({what}): {h / j:.2f}")
-        rows.append(f"| fixed_step: RK4, {members} ICs x {steps} steps, f32 linspace "
-                    f"times, {what}, throw=True | {1e3 * j:.1f} ms | {peer} | {ratio} |")
+        rows += _rows(case, what, times, cases, members, steps)
     print("\n| benchmark | jaxode | peer | ratio |\n|---|---|---|---|")
     print("\n".join(rows))
 

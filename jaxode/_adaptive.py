@@ -253,17 +253,27 @@ def solve_adaptive(f, solver, y0, ts, args, dt0, rtol, atol, adjoint, max_steps,
         ys, times, stats, result, nonfinite = event_segments(run, event, y0, ts, args)
     ok = ((result == diffrax.RESULTS.successful)
           | (result == diffrax.RESULTS.event_occurred))
-    if throw:
-        out_of_steps = result == diffrax.RESULTS.max_steps_reached
-        if is_stiff(solver) and jnp.result_type(ts) == jnp.float32:
-            ys = eqx.error_if(ys, out_of_steps, _FLOAT32_STIFF_HINT)
-        ys = eqx.error_if(ys, out_of_steps & nonfinite, _NONFINITE_ADAPTIVE_HINT)
-        ys = eqx.error_if(ys, out_of_steps & jnp.logical_not(nonfinite),
-                          _MAX_STEPS_STIFF_HINT if is_stiff(solver) else
-                          _MAX_STEPS_HINT)
-        ys = eqx.error_if(ys, result == diffrax.RESULTS.singular, _SINGULAR_HINT)
-        ys = eqx.error_if(ys, jnp.logical_not(ok), _FAILED_HINT)
-    return ys, ok, stats, times, interpolation, result
+    checks = _failure_checks(solver, jnp.result_type(ts), result, nonfinite, ok)
+    if throw:  # in the program; else the caller reads `checks` after it has run
+        for fine, message in checks:
+            ys = eqx.error_if(ys, jnp.logical_not(fine), message)
+    return ys, ok, stats, times, interpolation, result, checks
+
+
+def _failure_checks(solver, dtype, result, nonfinite, ok) -> list:
+    """`[(ok, message)]`: what must hold after an adaptive solve, the most specific
+    message first (the first that fails is the one raised)."""
+    out_of_steps = result == diffrax.RESULTS.max_steps_reached
+    checks = []
+    if is_stiff(solver) and dtype == jnp.float32:
+        checks.append((jnp.logical_not(out_of_steps), _FLOAT32_STIFF_HINT))
+    return checks + [
+        (jnp.logical_not(out_of_steps & nonfinite), _NONFINITE_ADAPTIVE_HINT),
+        (jnp.logical_not(out_of_steps & jnp.logical_not(nonfinite)),
+         _MAX_STEPS_STIFF_HINT if is_stiff(solver) else _MAX_STEPS_HINT),
+        (result != diffrax.RESULTS.singular, _SINGULAR_HINT),
+        (ok, _FAILED_HINT),
+    ]
 
 
 def is_stiff(solver) -> bool:

@@ -7,7 +7,9 @@ is a `ValueError` naming the argument and the value. `solve`, `ensemble`, `fit`,
 `NeuralODE` and `CNF` all build a `Config` through it, and `solve_with` runs one:
 `prepare` checks and promotes `y0` and `ts`, `Config.check` the shapes the options
 meet in them, and `run` sends a fixed-step solver to `_fixed_solve` and any other to
-`_adaptive`.
+`_adaptive`. With `throw`, `run` raises a run-time failure after the compiled
+program has run when it was called eagerly, and puts the check in the program only
+when a program is being built around it (see `_errors`).
 """
 
 import dataclasses
@@ -32,7 +34,9 @@ from ._errors import (
     check_same_structure,
     check_times,
     is_concrete,
+    is_staged,
     output_shape,
+    raise_unless,
     short,
 )
 from ._fixed import FIXED_ADJOINTS, FixedAdjoint, FixedBacksolve, FixedDirect, \
@@ -43,8 +47,8 @@ from ._solution import Solution, solve_stats
 from ._solvers import STEPPERS, AbstractStepper
 from ._types import Args, VectorField, Y
 
-__all__ = ["Config", "configure", "prepare", "run", "solve_with", "SOLVERS",
-           "ADJOINTS", "as_float"]
+__all__ = ["Config", "configure", "prepare", "run", "run_checked", "solve_with",
+           "SOLVERS", "ADJOINTS", "as_float"]
 
 SOLVERS: dict[str, Callable[[], Any]] = {
     **STEPPERS,
@@ -345,9 +349,12 @@ def as_float(x: Any) -> jax.Array:
     return x
 
 
-def prepare(y0: Y, ts: Any, args: Args) -> tuple[Y, jax.Array, np.ndarray | None]:
+def prepare(y0: Y, ts: Any, args: Args, *, ts_checked: bool = False
+            ) -> tuple[Y, jax.Array, np.ndarray | None]:
     """`y0` and `ts` checked and as the solve holds them, and a host copy of
-    concrete `ts` (None when traced): a fixed-step grid needs the values."""
+    concrete `ts` (None when traced): a fixed-step grid needs the values. A traced
+    `ts` gets a run-time check that it increases, unless `ts_checked` (the caller
+    has checked its values on the host before tracing)."""
     # under `jit`, `jnp.asarray` turns even a NumPy constant into a tracer
     check_numeric("ts", ts)
     ts_host = np.asarray(ts, dtype=np.float64) if is_concrete(ts) else None
@@ -366,7 +373,7 @@ def prepare(y0: Y, ts: Any, args: Args) -> tuple[Y, jax.Array, np.ndarray | None
     check_finite("y0", y0)
     check_finite("args", jtu.tree_map(
         lambda a: a if eqx.is_array_like(a) else None, args))
-    if ts_host is None:
+    if ts_host is None and not ts_checked:
         ts = eqx.error_if(ts, jnp.any(jnp.diff(ts) <= 0),
                           "jaxode.solve: `ts` must be strictly increasing. (`ts` "
                           "is traced here, under jit, so its values cannot be "
@@ -379,16 +386,36 @@ def prepare(y0: Y, ts: Any, args: Args) -> tuple[Y, jax.Array, np.ndarray | None
 
 def run(config: Config, f: VectorField, y0: Y, ts: jax.Array, args: Args,
         ts_host: np.ndarray | None = None) -> Solution:
-    """The solve `config` describes, of prepared `y0` and `ts`."""
+    """The solve `config` describes, of prepared `y0` and `ts`.
+
+    With `config.throw` a failure raises: through a check in the compiled program
+    when a program is being built around this call (a caller's `jax.jit`), else
+    after the program has run, from its flags (`_errors.raise_unless`), so that an
+    eagerly run solve (also under an eager `vmap` or `grad`) holds no host callback.
+    """
+    in_program = is_staged()
+    sol, checks = run_checked(config, f, y0, ts, args, ts_host, in_program)
+    if config.throw and not in_program:
+        raise_unless(checks)
+    return sol
+
+
+def run_checked(config: Config, f: VectorField, y0: Y, ts: jax.Array, args: Args,
+                ts_host: np.ndarray | None, in_program: bool
+                ) -> tuple[Solution, list[tuple[jax.Array, str]]]:
+    """`run` without raising after the call: the solution and its failure checks
+    `[(ok, message)]` (see `_errors.raise_unless`). The compiled program holds the
+    checks itself only when `config.throw` and `in_program`."""
     config.check(f, y0, ts, args)
     if ts.shape[0] == 1:
         if config.event is not None or config.dense:
             raise ValueError("`event` and `dense` need at least two times in `ts`.")
         ys = jtu.tree_map(lambda a: a[None], y0)
-        return Solution(ts, ys, solve_stats(0, 0, 0, 0), jnp.array(True))
+        return Solution(ts, ys, solve_stats(0, 0, 0, 0), jnp.array(True)), []
+    throw = config.throw and in_program
     if config.fixed_step:
-        return run_fixed(config, f, y0, ts, args, ts_host)
-    return _run_adaptive(config, f, y0, ts, args)
+        return run_fixed(config, f, y0, ts, args, ts_host, throw)
+    return _run_adaptive(config, f, y0, ts, args, throw)
 
 
 def solve_with(config: Config, f: VectorField, y0: Y, ts: Any,
@@ -398,7 +425,7 @@ def solve_with(config: Config, f: VectorField, y0: Y, ts: Any,
     return run(config, f, y0, ts, args, ts_host)
 
 
-def _run_adaptive(config: Config, f, y0, ts, args) -> Solution:
+def _run_adaptive(config: Config, f, y0, ts, args, throw) -> tuple[Solution, list]:
     rtol, atol = config.rtol, config.atol
     dt0 = None if config.dt is None else jnp.asarray(config.dt, ts.dtype)
     warn_float32_stiff(config.solver, ts.dtype, rtol)
@@ -408,8 +435,8 @@ def _run_adaptive(config: Config, f, y0, ts, args) -> Solution:
     if config.event is not None:  # traced tolerances (under `ensemble`): 1e-10
         tol = min(float(rtol), float(atol)) if is_concrete((rtol, atol)) else 1e-10
         event_tol = (max(tol, 100 * float(jnp.finfo(ts.dtype).eps)),) * 2
-    ys, ok, stats, times, interp, result = solve_adaptive(
+    ys, ok, stats, times, interp, result, checks = solve_adaptive(
         f, config.solver, y0, ts, args, dt0, jnp.asarray(rtol, ts.dtype),
-        jnp.asarray(atol, ts.dtype), config.adjoint, config.max_steps, config.throw,
+        jnp.asarray(atol, ts.dtype), config.adjoint, config.max_steps, throw,
         config.progress, config.event, event_tol, config.dense)
-    return Solution(ts, ys, stats, ok, times[0], interp, result, times)
+    return Solution(ts, ys, stats, ok, times[0], interp, result, times), checks

@@ -17,8 +17,15 @@ import jax.tree_util as jtu
 import numpy as np
 from jax.sharding import NamedSharding
 
-from ._engine import Config, configure, solve_with
-from ._errors import check_finite, check_times, is_concrete, short
+from ._engine import Config, configure, prepare, run_checked
+from ._errors import (
+    check_finite,
+    check_times,
+    is_concrete,
+    is_staged,
+    raise_unless,
+    short,
+)
 from ._fixed_solve import fixed_plan
 from ._sharding import member_mesh, pad, padded_size, replicated, split
 from ._solution import Solution
@@ -134,25 +141,35 @@ def _float_times(ts: Any) -> jax.Array:
 
 
 @eqx.filter_jit
-def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, config):
-    """The one compiled program: pad, shard, vmap the solve, drop the padding."""
+def _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, config, in_program,
+             ts_checked):
+    """The one compiled program: pad, shard, vmap the solve, drop the padding.
+
+    **Returns:** the `Solution` and the members' failure checks, `[(ok, message)]`
+    with `ok` per member; the program holds the checks itself when `config.throw`
+    and `in_program` (see `_engine.run`). `ts_checked`: the values of `ts` were
+    checked on the host, so the program does not check them again."""
     padded = padded_size(n, mesh)
     if static_ts is not None:
         ts = np.asarray(static_ts)
     y0s = jtu.tree_map(lambda a: pad(a, padded), y0s)
     mapped = jtu.tree_map(lambda a: pad(a, padded), mapped)
     y0s, mapped = jax.lax.with_sharding_constraint((y0s, mapped), split(mesh))
+    messages = []
 
     def one(y0, member_args):
-        sol = solve_with(config, f, y0, ts, eqx.combine(member_args, shared))
+        member_args = eqx.combine(member_args, shared)
+        y0, ts_, ts_host = prepare(y0, ts, member_args, ts_checked=ts_checked)
+        sol, checks = run_checked(config, f, y0, ts_, member_args, ts_host, in_program)
+        messages[:] = [message for _, message in checks]
         return (sol.ys, sol.stats, sol.ok, sol.t_event, None, sol.result,
-                sol.event_times)
+                sol.event_times), [ok for ok, _ in checks]
 
-    out = jax.vmap(one)(y0s, mapped)
-    out = jax.lax.with_sharding_constraint(out, split(mesh))
+    out, oks = jax.vmap(one)(y0s, mapped)
+    out, oks = jax.lax.with_sharding_constraint((out, oks), split(mesh))
     if padded != n:
-        out = jtu.tree_map(lambda a: a[:n], out)
-    return Solution(jnp.asarray(ts), *out)
+        out, oks = jtu.tree_map(lambda a: a[:n], (out, oks))
+    return Solution(jnp.asarray(ts), *out), list(zip(oks, messages))
 
 
 def _planned(config: Config, ts) -> tuple[Config, tuple | None]:
@@ -284,4 +301,9 @@ def ensemble(
             shared)
         if is_concrete(ts):
             ts = _place(ts, whole, None)
-    return _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, config)
+    in_program = is_staged()
+    sol, checks = _program(f, y0s, ts, mapped, shared, n, mesh, static_ts, config,
+                           in_program, is_concrete(ts))
+    if config.throw and not in_program:
+        raise_unless(checks)
+    return sol

@@ -1,10 +1,21 @@
-"""Input validation.
+"""Input validation, and the run-time failure checks of a solve.
 
 Two layers, as in diffrax. Structure and configuration (ranks, shapes, dtypes, names)
 raise `ValueError` at trace time with the argument and the bad value in the message.
 Values are checked eagerly when they are concrete (plain arrays, not tracers), so the
 compiled hot path carries no checks; values only known at run time go through
 `eqx.error_if`.
+
+A solve that fails at run time (`throw=True`) raises through `raise_unless` when it
+was called eagerly: its compiled program returns the flags, and they are read after
+it has run. Only a solve inside a program being built (a caller's `jax.jit`) puts the
+check in the program, as an `eqx.error_if`. That check is a host callback, and on CPU
+jaxlib runs every program that holds one synchronously, on the calling thread,
+whether the callback fires or not. Measured on a vmapped RK4 solve of 10 000 members
+x 1000 steps keeping every state: a callback that never fires made the program about
+10 % slower, and so did turning JAX's asynchronous CPU dispatch off for the program
+without it. Programs with a host callback are not written to JAX's persistent
+compilation cache either.
 """
 
 import inspect
@@ -163,3 +174,32 @@ def check_vector_field(f: Any, y0: Any, ts: Any, args: Any) -> None:
     out = output_shape("f", f, ts[0], y0, args)
     expected = jax.eval_shape(lambda y: y, y0)
     check_same_structure("f", out, expected, "y0")
+
+
+def is_staged() -> bool:
+    """True while JAX is building a program (inside `jax.jit`, a `lax` loop body or
+    `jax.eval_shape`), where an operation on constants gives a tracer; False when
+    values are computed as they are called (eagerly, and under an eager `jax.vmap`
+    or `jax.grad`)."""
+    return isinstance(jax.lax.add(np.int32(0), np.int32(0)), jax.core.Tracer)
+
+
+def raise_unless(checks: Iterable[tuple[Any, str]]) -> None:
+    """The run-time checks of a compiled program that has already run: for each
+    `(ok, message)` in order, raise `eqx.EquinoxRuntimeError(message)` unless `ok`
+    holds for every element.
+
+    Concrete flags are read on the host. Flags that exist but are wrapped in the
+    tracers of an eager `jax.vmap` or `jax.grad`, or that span several processes
+    (every process must raise, not only the one holding the failed member), are
+    checked by `eqx.error_if`, which runs at once as a small program of its own.
+    (Inside a program being built, call `eqx.error_if` on the values the caller
+    keeps instead: a check whose result nothing uses is dropped from the program.)
+    """
+    for ok, message in checks:
+        if is_concrete(ok) and (not isinstance(ok, jax.Array)
+                                or ok.is_fully_addressable):
+            if not np.all(np.asarray(ok)):
+                raise eqx.EquinoxRuntimeError(message)
+        else:
+            eqx.error_if(ok, jnp.logical_not(ok), message)

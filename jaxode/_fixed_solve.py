@@ -125,13 +125,23 @@ def fixed_plan(ts, ts_host, dt, substeps):
     return counts, uniform
 
 
-def run_fixed(config, f, y0, ts, args, ts_host) -> Solution:
-    """A fixed-step solve as `config` (see `_engine.Config`) describes it."""
+def run_fixed(config, f, y0, ts, args, ts_host, throw) -> tuple[Solution, list]:
+    """A fixed-step solve as `config` (see `_engine.Config`) describes it, with the
+    run-time check in its program when `throw` (which overrides `config.throw`).
+
+    **Returns:** the `Solution` and its failure check, `[(sol.ok, message)]`, for a
+    caller that checks after the program has run (`_errors.raise_unless`).
+    """
+    sol = _run_fixed(config, f, y0, ts, args, ts_host, throw)
+    return sol, [(sol.ok, _NONFINITE_HINT)]
+
+
+def _run_fixed(config, f, y0, ts, args, ts_host, throw) -> Solution:
     counts, uniform = (config.plan if config.plan is not None else
                        fixed_plan(ts, ts_host, config.dt, config.substeps))
     if config.event is not None or config.dense:
-        return _keep_every_step(config, f, y0, ts, args, ts_host, counts)
-    solver, adjoint, throw = config.solver, config.adjoint, config.throw
+        return _keep_every_step(config, f, y0, ts, args, ts_host, counts, throw)
+    solver, adjoint = config.solver, config.adjoint
     if not isinstance(counts, int):  # intervals that need different step counts
         t_steps, h_steps, save_index = step_list(ts_host, counts)
         ys, ok, stats = solve_fixed_grid(
@@ -156,19 +166,20 @@ def run_fixed(config, f, y0, ts, args, ts_host) -> Solution:
 # ------------------------------------------------- every step kept: dense, events
 
 
-def _keep_every_step(config, f, y0, ts, args, ts_host, counts) -> Solution:
+def _keep_every_step(config, f, y0, ts, args, ts_host, counts, throw) -> Solution:
     """A fixed-step solve that keeps every step (for `dense` or an `event`): the
     steps are the grid of an ordinary solve with one step per interval."""
     grid, index = step_grid(ts, ts_host, counts)
     if config.event is not None and not config.event.terminal:
-        return _events_program(config, f, y0, grid, jnp.asarray(index), ts, args)
-    return _dense_program(config, f, y0, grid, jnp.asarray(index), ts, args)
+        return _events_program(config, throw, f, y0, grid, jnp.asarray(index), ts,
+                               args)
+    return _dense_program(config, throw, f, y0, grid, jnp.asarray(index), ts, args)
 
 
 @eqx.filter_jit
-def _dense_program(config, f, y0, grid, index, ts, args) -> Solution:
+def _dense_program(config, throw, f, y0, grid, index, ts, args) -> Solution:
     states, ok, stats = solve_fixed(f, config.solver, y0, grid, args, 1, False,
-                                    config.adjoint, config.throw, False)
+                                    config.adjoint, throw, False)
     fs = jax.vmap(lambda t, y: f(t, y, args))(grid, states)
     interp = HermiteInterpolation(grid, states, fs)
     ys = jtu.tree_map(lambda y: y[index], states)
@@ -202,7 +213,7 @@ def _segment(config, f, ts, grid, index, args, t_start, y_start) -> Segment:
 
 
 @eqx.filter_jit
-def _events_program(config, f, y0, grid, index, ts, args) -> Solution:
+def _events_program(config, throw, f, y0, grid, index, ts, args) -> Solution:
     check_vector_field(f, y0, ts, args)
 
     def run(t_start, y_start):
@@ -210,6 +221,6 @@ def _events_program(config, f, y0, grid, index, ts, args) -> Solution:
 
     ys, times, stats, result, _ = event_segments(run, config.event, y0, ts, args)
     ok = result == diffrax.RESULTS.successful
-    if config.throw:
+    if throw:
         ys = eqx.error_if(ys, jnp.logical_not(ok), _NONFINITE_HINT)
     return Solution(ts, ys, stats, ok, times[0], None, result, times)

@@ -1,6 +1,7 @@
 """The solve engine: one validator behind every entry point, adjoints as objects."""
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -172,3 +173,103 @@ def test_fit_runs_shooting_with_the_adjoint_it_is_given():
     np.testing.assert_allclose(recursive.params, default.params, rtol=1e-6)
     with pytest.raises(ValueError, match="`shooting` with a fixed-step solver"):
         run(adjoint="backsolve")
+
+
+# ------------------------------------------- throw: after the program, or in it
+
+
+def _blows_up(t, y, args):
+    """Finite until t = 0.55, NaN from there on."""
+    return jnp.where(t > 0.55, jnp.nan, -args * y)
+
+
+_FAILING = {
+    "rk4": dict(solver="rk4", dt=0.1),
+    "tsit5": dict(max_steps=50),
+}
+_MESSAGE = {"rk4": "non-finite value.*fixed-step",
+            "tsit5": "non-finite value.*max_steps"}
+_TS = jnp.linspace(0.0, 1.0, 11)
+
+
+def _ys(y0, kw, throw=True):
+    return jo.solve(_blows_up, y0, _TS, 1.0, throw=throw, **kw).ys
+
+
+_Y0, _Y0S = jnp.ones(2), jnp.ones((3, 2))
+_FORMS = {
+    "eager": lambda kw: _ys(_Y0, kw),
+    "jit": lambda kw: jax.jit(lambda y: _ys(y, kw))(_Y0),
+    "vmap": lambda kw: jax.vmap(lambda y: _ys(y, kw))(_Y0S),
+    "grad": lambda kw: jax.grad(lambda y: jnp.sum(_ys(y, kw)))(_Y0),
+    "jit(vmap)": lambda kw: jax.jit(jax.vmap(lambda y: _ys(y, kw)))(_Y0S),
+    "jit(value_and_grad)": lambda kw: jax.jit(jax.value_and_grad(
+        lambda y: jnp.sum(_ys(y, kw))))(_Y0),
+    "final state under jit": lambda kw: jax.jit(lambda y: _ys(y, kw)[-1])(_Y0),
+    "ensemble": lambda kw: jo.ensemble(_blows_up, _Y0S, _TS, 1.0, **kw).ys,
+    "ensemble under jit": lambda kw: jax.jit(
+        lambda y: jo.ensemble(_blows_up, y, _TS, 1.0, **kw).ys)(_Y0S),
+}
+
+
+@pytest.mark.parametrize("form", list(_FORMS))
+@pytest.mark.parametrize("solver", sorted(_FAILING))
+def test_a_failing_solve_raises_eagerly_and_under_jit_vmap_and_grad(solver, form):
+    with pytest.raises(Exception, match=_MESSAGE[solver]):
+        jax.block_until_ready(_FORMS[form](_FAILING[solver]))
+
+
+@pytest.mark.parametrize("solver", sorted(_FAILING))
+def test_with_throw_false_a_failing_solve_says_so(solver):
+    kw = _FAILING[solver]
+    assert not bool(jo.solve(_blows_up, _Y0, _TS, 1.0, throw=False, **kw).ok)
+    last = jax.jit(lambda y: _ys(y, kw, False))(_Y0)[-1]
+    assert not np.isfinite(np.asarray(last)).any()
+
+
+def test_throw_checks_inside_the_program_only_when_one_is_being_built(monkeypatch):
+    """The run-time check of `throw=True` (an `eqx.error_if`, a host callback) goes
+    into the compiled program only inside a caller's `jit`. Called eagerly (also
+    under an eager `grad`, and through `ensemble`), the solve's programs hold none
+    of jaxode's checks, and the flags are read after the program has run. Counted
+    as the calls to `eqx.error_if` while the programs are traced; each case solves a
+    vector field of its own, so no program comes from the cache."""
+    calls = []
+    error_if = eqx.error_if
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return error_if(*args, **kwargs)
+
+    monkeypatch.setattr(eqx, "error_if", counting)
+
+    def count(run, kw):
+        def f(t, y, args):  # a new function each time: a new program
+            return -args * y
+
+        calls.clear()
+        jax.block_until_ready(run(f, kw))
+        return len(calls)
+
+    def solve(f, kw, y0=None, ts=_TS):
+        return jo.solve(f, jnp.ones(2) if y0 is None else y0, ts, 1.0, **kw).ys
+
+    event = jo.Event(lambda t, y, a: y[0] - 0.5, terminal=False)
+    eager = {
+        "solve": lambda f, kw: solve(f, kw),
+        "grad": lambda f, kw: jax.grad(lambda y: jnp.sum(solve(f, kw, y)))(jnp.ones(2)),
+        "ensemble": lambda f, kw: jo.ensemble(f, jnp.ones((3, 2)), _TS, 1.0, **kw).ys,
+        "uneven steps": lambda f, kw: solve(f, kw, ts=jnp.array([0.0, 0.1, 0.5, 1.0])),
+        "dense": lambda f, kw: solve(f, kw | dict(dense=True)),
+        "terminal event": lambda f, kw: solve(f, kw | dict(event=event.cond)),
+        "events": lambda f, kw: solve(f, kw | dict(event=event)),
+    }
+
+    def jitted(f, kw):
+        return jax.jit(lambda y: solve(f, kw, y))(jnp.ones(2))
+
+    for kw in (dict(solver="rk4", dt=0.1), {}):
+        for name, run in eager.items():
+            assert count(run, kw) == 0, (kw, name)
+        assert count(jitted, kw) >= 1
+        assert count(jitted, kw | dict(throw=False)) == 0
