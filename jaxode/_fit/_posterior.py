@@ -80,6 +80,23 @@ class Posterior(eqx.Module):
         return int(np.sum(self.divergent))
 
     @property
+    def names(self) -> list:
+        """The labels of the estimated numbers in display order (that of `params0`,
+        then `y0`, then the noise parameters)."""
+        return [self.labels[i] for i in self._row_order]
+
+    def draws_of(self, name: str, warmup: bool = False) -> np.ndarray:
+        """The draws of one number by label (`"alpha"`, `"y0[1]"`), shape `(chains,
+        draws)`; with `warmup=True` those of the warmup iterations.
+
+        **Raises:** `ValueError` for an unknown label."""
+        if name not in self.labels:
+            raise ValueError(f"`name`={name!r} is not an estimated number; choose one "
+                             f"of {self.names}.")
+        source = self.warmup_draws if warmup else self.draws
+        return source[..., self.labels.index(name)]
+
+    @property
     def samples(self) -> dict:
         """The draws as a dict, each value with leading axes `(chains, draws)`: one
         entry per parameter (shaped like it; a pytree that is not a dict is under
