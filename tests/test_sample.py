@@ -23,7 +23,8 @@ TS = np.array([0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0])
 SIGMA = 0.2  # known noise of log y
 # log y0 = 2.3, k = 0.15, noise of sd SIGMA
 LOG_Y = 2.3 - 0.15 * TS + SIGMA * np.array([0.5, -1.1, 0.3, 0.9, -0.4, -0.6, 0.7])
-PRIOR = {"y0": jo.LogNormal(np.log(8.0), 1.0), "k": jo.TruncatedNormal(0.0, 0.2)}
+# priors about as informative as the data, so that their form shows in the posterior
+PRIOR = {"y0": jo.LogNormal(np.log(9.0), 0.15), "k": jo.TruncatedNormal(0.05, 0.05)}
 FAST = {"solver": "rk4", "dt": 0.05, "fit_steps": 200, "progress": False}
 
 
@@ -42,8 +43,8 @@ def closed_form():
     regression of `log y` on `(1, −t)` with normal priors), `K > 0` after it. `K`'s
     marginal is the truncated normal; `X` is normal given `K`, linear in it."""
     design = np.stack([np.ones_like(TS), -TS], axis=1)
-    prior_mean = np.array([np.log(8.0), 0.0])
-    prior_prec = np.diag([1.0, 1.0 / 0.2 ** 2])
+    prior_mean = np.array([np.log(9.0), 0.05])
+    prior_prec = np.diag([1.0 / 0.15 ** 2, 1.0 / 0.05 ** 2])
     prec = prior_prec + design.T @ design / SIGMA ** 2
     cov = np.linalg.inv(prec)
     mean = cov @ (prior_prec @ prior_mean + design.T @ LOG_Y / SIGMA ** 2)
@@ -204,17 +205,17 @@ GOOD = dict(key=jax.random.key(0), ts=TS, ys=np.exp(LOG_Y)[:, None],
      r"`prior\['k'\]`.*`loc`=nan must be a finite number"),
     ({**PRIOR, "k": 0.3}, {}, r"`prior\['k'\]`=0.3 is not a prior distribution"),
     (PRIOR, {"params0": {"k": -0.1}},
-     r"`params0` 'k'=-0.1 lies outside the support \(0.0, inf\) of its prior "
-     r"TruncatedNormal"),
+     (r"`params0` 'k'=-0.1 lies outside the support \(0.0, inf\) of its prior "
+      r"TruncatedNormal")),
     (PRIOR, {"y0": np.array([-2.0])},
-     r"`y0` 'y0\[0\]'=-2.0 lies outside the support \(0.0, inf\) of its prior "
-     r"LogNormal"),
+     (r"`y0` 'y0\[0\]'=-2.0 lies outside the support \(0.0, inf\) of its prior "
+      r"LogNormal")),
     ({**PRIOR, "k": jo.Uniform(0.0, 1.0)}, {"params0": {"k": 1.5}},
      r"'k'=1.5 lies outside the support \(0.0, 1.0\)"),
     ({**PRIOR, "k": jo.Uniform(0.0, 1.0)}, {"params0": {"k": 1.5},
                                             "bounds": {"k": (0.5, 2.0)}},
-     r"'k'=1.5 lies outside the support \(0.5, 1.0\) of its prior Uniform.* and the "
-     r"bounds"),
+     (r"'k'=1.5 lies outside the support \(0.5, 1.0\) of its prior Uniform.* and "
+      r"the bounds")),
     (PRIOR, {"fit_y0": False}, r"names 'y0', which is not estimated \(the initial"),
     (PRIOR, {"key": None}, r"`sample` needs a `key`"),
     (PRIOR, {"num_samples": 2}, r"`num_samples` must be an integer >= 4, got 2"),
@@ -236,3 +237,24 @@ def test_sample_from_a_loaded_fit_says_it_has_no_model(tmp_path):
         jo.FitResult.load(tmp_path / "fit.eqx").sample(
             {"k": jo.HalfNormal(1.0), "sigma": jo.HalfNormal(1.0)},
             key=jax.random.key(0))
+
+
+def test_the_demo_writes_the_posterior_json_and_figures(lynx_hare_posterior, tmp_path):
+    import json
+
+    from jaxode.demos import lynx_hare as demo
+
+    years, ys = lynx_hare()
+    paths = demo.save_posterior(lynx_hare_posterior, tmp_path, years, ys)
+    table = json.loads((tmp_path / "lynx_hare_posterior.json").read_text())
+    assert list(table) == ["alpha", "beta", "gamma", "delta", "sigma[0]", "sigma[1]",
+                           "z_init[0]", "z_init[1]"]
+    rows = lynx_hare_posterior.summary()
+    for stan, label, _ in demo.NAMES:
+        assert table[stan] == {k: rows[label][k] for k in
+                               ("mean", "sd", "q05", "q50", "q95", "r_hat", "ess")}
+    assert table["z_init[0]"]["mean"] > table["z_init[1]"]["mean"]  # hare first
+    assert sorted(p.name for p in paths[1:]) == [
+        "lynx_hare_posterior_pairs.png", "lynx_hare_posterior_predictive.png",
+        "lynx_hare_posterior_trace.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths[1:])
