@@ -105,11 +105,10 @@ class Posterior(eqx.Module):
         prob, lead = self._prob, self.draws.shape[:2]
         params = _unflatten_draws(self.fit.params, self.draws[..., : prob.n_p])
         out = dict(params) if isinstance(params, dict) else {"params": params}
-        if prob.n_y0:
+        if prob.n_y0:  # shaped like `fit.y0`; with experiments, flat
             y0 = self.draws[..., prob.n_p: prob.n_p + prob.n_y0]
-            shape = np.shape(self.fit.y0) if not isinstance(self.fit.y0, list) else ()
-            out["y0"] = y0.reshape(*lead, *shape) if np.prod(shape) == prob.n_y0 \
-                else y0
+            one = not isinstance(self.fit.y0, list)
+            out["y0"] = y0.reshape(*lead, *np.shape(self.fit.y0)) if one else y0
         if prob.noise.n_noise:
             out[prob.noise.dist.scale_name] = self.draws[..., prob.n_p + prob.n_y0:]
         return out

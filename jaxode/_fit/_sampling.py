@@ -5,6 +5,8 @@ around the estimate, the chains, and the warnings their diagnostics call for."""
 import dataclasses
 import functools
 import math
+import os
+import sys
 import warnings
 from typing import NamedTuple
 
@@ -281,7 +283,8 @@ def warn_diagnostics(post: Posterior) -> None:
             f"jaxode.sample: {n_div} of {post.divergent.size} transitions after the "
             f"warmup diverged (per chain: {per_chain}); the draws may be biased near "
             "where they happened. Raise `target_accept` (e.g. 0.95), give tighter "
-            "priors, or reparametrise the model.", RuntimeWarning, stacklevel=3)
+            "priors, or reparametrise the model.", RuntimeWarning,
+            stacklevel=_caller_level())
     rows = post.summary()
     high = {k: r["r_hat"] for k, r in rows.items() if not r["r_hat"] <= R_HAT_BOUND}
     if high:
@@ -290,4 +293,15 @@ def warn_diagnostics(post: Posterior) -> None:
             f"jaxode.sample: R-hat above {R_HAT_BOUND} ({listed}): the chains do not "
             "agree, so the draws do not yet represent the posterior. Run longer "
             "(`num_warmup`, `num_samples`), or look for several modes (trace plots, "
-            "`jaxode.plot.posterior`).", RuntimeWarning, stacklevel=3)
+            "`jaxode.plot.posterior`).", RuntimeWarning, stacklevel=_caller_level())
+
+
+def _caller_level() -> int:
+    """The `stacklevel` of the first frame outside jaxode, for a warning raised
+    here (`sample` and `FitResult.sample` reach this at different depths)."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
+            package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
