@@ -4,9 +4,10 @@ second of the slowest parameter.
 Same problem on both sides: Carpenter's (2018) Lotka–Volterra model of the Hudson's
 Bay pelts with its priors (alpha, gamma ~ normal(1, 0.5), beta, delta ~
 normal(0.05, 0.05), all truncated at 0, sigma ~ lognormal(−1, 1), initial state ~
-lognormal(log 10, 1)), log-normal likelihood with the first observation, Tsit5 with the case study's tolerances
-(relative 1e-5, absolute 1e-3), float64, NUTS with 4 chains vmapped, the same
-numbers of warmup iterations and draws, the same ESS routine (bulk ESS).
+lognormal(log 10, 1)), log-normal likelihood with the first observation, Tsit5
+with the case study's tolerances (relative 1e-5, absolute 1e-3), float64, NUTS with
+4 chains vmapped, the same numbers of warmup iterations and draws, the same ESS
+routine (bulk ESS).
 
 - jaxode: `jaxode.sample` (a maximum-likelihood fit for the start, then NUTS on the
   fit's problem, standardised by its covariance).

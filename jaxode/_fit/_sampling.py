@@ -10,6 +10,7 @@ import sys
 import warnings
 from typing import NamedTuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.tree_util as jtu
@@ -297,11 +298,13 @@ def warn_diagnostics(post: Posterior) -> None:
 
 
 def _caller_level() -> int:
-    """The `stacklevel` of the first frame outside jaxode, for a warning raised
-    here (`sample` and `FitResult.sample` reach this at different depths)."""
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    """The `stacklevel` of the first frame outside jaxode (and equinox, which calls
+    the methods of a module), for a warning raised here: `sample` and
+    `FitResult.sample` reach this at different depths."""
+    inside = tuple(os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+                   for m in (sys.modules["jaxode"], eqx))
     frame, level = sys._getframe(1), 1
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(
-            package + os.sep):
+            inside):
         frame, level = frame.f_back, level + 1
     return level
