@@ -123,7 +123,9 @@ def test_lynx_hare_means_within_5_percent_of_stan_and_r_hat_below_1_01(
         assert rows[label]["ess"] > 200
         assert rows[label]["q05"] < rows[label]["q50"] < rows[label]["q95"]
     assert lynx_hare_posterior.num_divergent == 0
-    assert "sigma" in lynx_hare_posterior.samples
+    samples = lynx_hare_posterior.samples  # in the order of params0, then y0, sigma
+    assert list(samples) == ["alpha", "beta", "gamma", "delta", "y0", "sigma"]
+    assert samples["y0"].shape == samples["sigma"].shape == (4, 300, 2)
 
 
 def test_predictive_bands(lynx_hare_posterior):

@@ -104,7 +104,10 @@ class Posterior(eqx.Module):
         or `"dispersion"`, one per observable) when estimated."""
         prob, lead = self._prob, self.draws.shape[:2]
         params = _unflatten_draws(self.fit.params, self.draws[..., : prob.n_p])
-        out = dict(params) if isinstance(params, dict) else {"params": params}
+        if isinstance(params, dict):  # in the order of `params0` (flattening sorts)
+            out = {k: params[k] for k in self.fit.params}
+        else:
+            out = {"params": params}
         if prob.n_y0:  # shaped like `fit.y0`; with experiments, flat
             y0 = self.draws[..., prob.n_p: prob.n_p + prob.n_y0]
             one = not isinstance(self.fit.y0, list)
