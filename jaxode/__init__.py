@@ -10,6 +10,17 @@ from ._dense import Event as Event
 from ._ensemble import ensemble as ensemble
 from ._sharding import member_mesh as member_mesh
 from ._fit import FitResult as FitResult, Profile as Profile, fit as fit
+from ._fit import (
+    Band as Band,
+    HalfNormal as HalfNormal,
+    LogNormal as LogNormal,
+    Normal as Normal,
+    Posterior as Posterior,
+    Prior as Prior,
+    TruncatedNormal as TruncatedNormal,
+    Uniform as Uniform,
+    sample as sample,
+)
 from ._scan import scan as scan
 from ._rosenbrock import (
     AbstractRosenbrock as AbstractRosenbrock,
@@ -40,7 +51,8 @@ __all__ = [
     "scan", "ODECell", "Euler", "Midpoint", "Heun", "RK4", "ButcherTableau",
     "AbstractStepper", "Rosenbrock23", "Rodas5P", "Rodas5", "RosenbrockTableau",
     "AbstractRosenbrock", "Event", "solve", "Solution", "ensemble", "member_mesh",
-    "fit", "FitResult", "Profile", "train", "TrainHistory", "load_trained", "forecast",
+    "fit", "FitResult", "Profile", "sample", "Posterior", "Band", "Prior", "Normal",
+    "TruncatedNormal", "LogNormal", "HalfNormal", "Uniform", "train", "TrainHistory", "load_trained", "forecast",
     "bptt", "nn",
 ]
 

@@ -23,7 +23,8 @@ except ImportError as e:  # the core install does not carry matplotlib
 __all__ = [
     "trajectories", "phase_portrait", "losses", "forecasts", "gradient_flow",
     "window_effect", "nfe_curves", "nfe_vs_tolerance", "densities2d", "fit_curves",
-    "fit_losses", "profiles", "waterfall",
+    "fit_losses", "profiles", "waterfall", "posterior", "posterior_pairs",
+    "posterior_predictive",
 ]
 
 
@@ -460,3 +461,135 @@ def waterfall(result, *, title: str = "") -> Figure:
     ax.semilogy(np.arange(1, len(losses) + 1), offset + floor, "o-", ms=5)
     return _finish(fig, ax, "start (sorted by final objective)",
                    "final objective − best", title, legend=False, grid_which="both")
+
+
+# ----- posterior sampling
+
+
+def _names(post, names):
+    names = post.names if names is None else list(names)
+    for name in names:
+        post.draws_of(name)  # a clear error for an unknown label
+    return names
+
+
+def posterior(post, names: Sequence[str] | None = None, *, title: str = "",
+              bins: int = 40) -> Figure:
+    """Trace and marginal density of each estimated number of a `Posterior`, one row
+    per number: the draws of every chain against the iteration (left; mixed chains
+    overlap as one band), and the histogram of all draws with their 5, 50 and 95 %
+    quantiles (right).
+
+    - `names`: labels to draw (`"alpha"`, `"y0[0]"`, `"sigma[1]"`); default all.
+    """
+    names = _names(post, names)
+    fig, axes = _subplots(len(names), 2, figsize=(9, 1.7 * len(names) + 0.6),
+                          layout="constrained", squeeze=False,
+                          gridspec_kw={"width_ratios": [3, 1.3]})
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    rows = post.summary()
+    for (trace, dens), name in zip(axes, names):
+        x = post.draws_of(name)
+        for c in range(x.shape[0]):
+            trace.plot(x[c], lw=0.5, alpha=0.75, color=colors[c % len(colors)],
+                       label=f"chain {c}")
+        trace.set_ylabel(name)
+        trace.grid(alpha=0.3)
+        dens.hist(x.reshape(-1), bins=bins, density=True, color="C0", alpha=0.45)
+        r = rows[name]
+        for q, style in ((r["q05"], ":"), (r["q50"], "-"), (r["q95"], ":")):
+            dens.axvline(q, color="black", lw=0.9, ls=style)
+        dens.set_yticks([])
+        dens.set_title(f"R-hat {r['r_hat']:.3f}, ESS {r['ess']:.0f}", fontsize=8)
+        dens.grid(alpha=0.3)
+    axes[-1][0].set_xlabel("draw (after the warmup)")
+    axes[-1][1].set_xlabel("value (lines: 5, 50, 95 %)")
+    axes[0][0].legend(frameon=False, fontsize=7, ncol=min(4, post.num_chains),
+                      loc="upper right")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def posterior_pairs(post, names: Sequence[str] | None = None, *, title: str = "",
+                    max_points: int = 2000) -> Figure:
+    """Pair plot of a `Posterior`: every pair of numbers as a scatter of the draws
+    (below the diagonal; divergent transitions in red), each number's histogram on
+    the diagonal. Correlated parameters show as narrow, tilted clouds.
+
+    - `names`: labels to draw; default all.
+    - `max_points`: draws shown per panel (evenly spread over the chains).
+    """
+    names = _names(post, names)
+    n = len(names)
+    fig, axes = _subplots(n, n, figsize=(1.9 * n + 0.6, 1.9 * n + 0.4),
+                          layout="constrained", squeeze=False)
+    cols = [post.draws_of(name).reshape(-1) for name in names]
+    divergent = np.asarray(post.divergent).reshape(-1)
+    keep = np.unique(np.linspace(0, cols[0].size - 1, max_points).round().astype(int))
+    for i in range(n):
+        for j in range(n):
+            ax = axes[i][j]
+            if j > i:
+                ax.set_axis_off()
+                continue
+            if i == j:
+                ax.hist(cols[i], bins=30, color="C0", alpha=0.6)
+                ax.set_yticks([])
+            else:
+                ax.scatter(cols[j][keep], cols[i][keep], s=2, alpha=0.35, color="C0")
+                if divergent.any():
+                    ax.scatter(cols[j][divergent], cols[i][divergent], s=6,
+                               color="red")
+            if i == n - 1:
+                ax.set_xlabel(names[j])
+            else:
+                ax.set_xticklabels([])
+            if j == 0 and i > 0:
+                ax.set_ylabel(names[i])
+            elif j > 0:
+                ax.set_yticklabels([])
+            ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def posterior_predictive(post, ts, t_obs, y_obs, *, labels: Sequence[str] | None = None,
+                         level: float = 0.9, key=None, title: str = "",
+                         xlabel: str = "t", ylabel: str = "y", t_offset: float = 0.0,
+                         logy: bool = False, draws: int | None = None) -> Figure:
+    """The observations with the posterior predictive bands of a `Posterior`: per
+    observable the median curve, the band of the model curve, and the wider band
+    where new observations should fall (noise included), both at `level`.
+
+    - `ts`: times to draw the bands at (in the model's time).
+    - `t_obs`, `y_obs`: the observations, shape `(n,)` and `(n, K)` (NaN where
+      missing), drawn as dots.
+    - `t_offset`: added to every time on the axis (e.g. a calendar year at t = 0).
+    - `key`: a `jax.random` key for the new observations.
+    - `draws`: posterior draws used (default all; see `Posterior.predict`).
+    """
+    curve = post.predict(ts, noise=False, level=level, draws=draws)
+    new = post.predict(ts, noise=True, level=level, key=key, draws=draws)
+    fig, ax = _subplots(figsize=(7.5, 4.4), layout="constrained")
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+    t_axis = np.asarray(curve.ts) + t_offset
+    y_obs = np.asarray(y_obs).reshape(len(t_obs), -1)
+    for j in range(curve.median.shape[-1]):
+        name = labels[j] if labels is not None else f"y[{j}]"
+        color = colors[j % len(colors)]
+        ax.fill_between(t_axis, new.low[:, j], new.high[:, j], color=color,
+                        alpha=0.12, lw=0,
+                        label=f"{name}: {100 * level:g} % new observations")
+        ax.fill_between(t_axis, curve.low[:, j], curve.high[:, j], color=color,
+                        alpha=0.3, lw=0, label=f"{name}: {100 * level:g} % curve")
+        ax.plot(t_axis, curve.median[:, j], "-", color=color, lw=2,
+                label=f"{name} (posterior median)")
+        ax.plot(np.asarray(t_obs) + t_offset, y_obs[:, j], "o", color=color, ms=6,
+                mec="black", label=f"{name} (observed)")
+    if logy:
+        ax.set_yscale("log")
+    fig = _finish(fig, ax, xlabel, ylabel, title, legend=False)
+    ax.legend(frameon=False, fontsize=7, ncol=2)
+    return fig

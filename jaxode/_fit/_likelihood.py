@@ -12,6 +12,7 @@ import math
 from typing import ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import gammaln
@@ -35,6 +36,8 @@ class Distribution(eqx.Module):
       applies.
     - `curvature(y, mu, s)`: the weight Gauss–Newton steps use; the Fisher weight,
       except where the likelihood has kinks.
+    - `draw(key, mu, s)`: new observations, shaped like `mu` (posterior predictive
+      draws).
     """
 
     name: ClassVar[str] = ""
@@ -89,6 +92,9 @@ class Normal(Distribution):
     def fisher(self, mu, s):
         return jnp.exp(-2 * s) + 0 * mu
 
+    def draw(self, key, mu, s):
+        return mu + jnp.exp(s) * jax.random.normal(key, jnp.shape(mu), mu.dtype)
+
 
 class LogNormal(Distribution):
     name: ClassVar[str] = "lognormal"
@@ -111,6 +117,10 @@ class LogNormal(Distribution):
     def fisher(self, mu, s):
         return jnp.exp(-2 * s) / _pos(mu) ** 2
 
+    def draw(self, key, mu, s):
+        z = jax.random.normal(key, jnp.shape(mu), mu.dtype)
+        return jnp.exp(jnp.log(_pos(mu)) + jnp.exp(s) * z)
+
 
 class Laplace(Distribution):
     name: ClassVar[str] = "laplace"
@@ -127,6 +137,9 @@ class Laplace(Distribution):
         r = jnp.abs(y - mu)
         return jnp.exp(-s) / jnp.maximum(r, 1e-6 * (jnp.abs(y) + 1.0))
 
+    def draw(self, key, mu, s):
+        return mu + jnp.exp(s) * jax.random.laplace(key, jnp.shape(mu), mu.dtype)
+
 
 class Poisson(Distribution):
     name: ClassVar[str] = "poisson"
@@ -139,6 +152,9 @@ class Poisson(Distribution):
 
     def fisher(self, mu, s):
         return 1.0 / _pos(mu)
+
+    def draw(self, key, mu, s):
+        return jax.random.poisson(key, _pos(mu)).astype(mu.dtype)
 
 
 class NegBinomial(Distribution):
@@ -161,6 +177,13 @@ class NegBinomial(Distribution):
 
     def initial_log_scale(self, data, observed, column, k):
         return np.full(k, math.log(10.0))
+
+    def draw(self, key, mu, s):
+        # a Poisson draw whose rate is gamma distributed (shape phi, mean mu)
+        k_gamma, k_poisson = jax.random.split(key)
+        phi = jnp.exp(s) + 0 * mu
+        rate = jax.random.gamma(k_gamma, phi, dtype=mu.dtype) / phi * _pos(mu)
+        return jax.random.poisson(k_poisson, rate).astype(mu.dtype)
 
 
 DISTRIBUTIONS = {d.name: d for d in (Normal(), LogNormal(), Laplace(), Poisson(),

@@ -11,6 +11,7 @@ import numpy as np
 from .._errors import check_times
 from . import _profile, _save, _stats
 from ._noise import NoiseModel, resolve_noise
+from ._sampling import sample_fit
 from ._transform import Scale, Transform
 
 
@@ -43,7 +44,10 @@ class FittedModel(eqx.Module):
     single: bool
     dtype: Any
 
-    def predict(self, params, y0, ts_new, experiment, observed):
+    def grid(self, ts_new, experiment: int):
+        """Checked times `ts_new` of experiment number `experiment`: its group of
+        trajectories, its `GroupData`, the solve grid (from its `t0`) and whether
+        `t0` was put in front of `ts_new`."""
         ts_new = np.asarray(ts_new, dtype=np.float64)
         check_times("ts", ts_new)
         if not 0 <= experiment < len(self.groups):
@@ -53,10 +57,15 @@ class FittedModel(eqx.Module):
         if ts_new[0] < g.t0:
             raise ValueError(f"`ts` starts at {ts_new[0]}, before the fit's start time "
                              f"t0={g.t0}.")
+        prepend = bool(ts_new[0] > g.t0)
+        grid = np.concatenate([[g.t0], ts_new]) if prepend else ts_new
+        return g, gd, grid, prepend
+
+    def predict(self, params, y0, ts_new, experiment, observed):
+        g, gd, grid, prepend = self.grid(ts_new, experiment)
+        ts_new = grid[1:] if prepend else grid
         y0b = jnp.asarray(y0[experiment] if isinstance(y0, list) else y0).reshape(
             g.y0.shape)
-        prepend = ts_new[0] > g.t0
-        grid = np.concatenate([[g.t0], ts_new]) if prepend else ts_new
         out = self.prob.solve_group(gd, params, y0b, grid, throw=True)
         out = out[:, 1:] if prepend else out
         if observed:
@@ -273,6 +282,31 @@ class FitResult(eqx.Module):
         """
         return self._fitted_model().predict(self.params, self.y0, ts, experiment,
                                             observed)
+
+    # -- posterior sampling
+    def sample(self, prior: dict, *, key, num_chains: int = 4, num_warmup: int = 1000,
+               num_samples: int = 1000, jitter: float = 1.0,
+               target_accept: float = 0.8, max_tree_depth: int = 10,
+               chain_method: str = "vectorized", progress: bool = True):
+        """Draw from the posterior of the fitted model with NUTS, starting at this
+        estimate: the fit's problem (its solves, observation and noise model, data)
+        with `prior` on every estimated number. See `jaxode.sample` for the
+        arguments; needs the `bayes` extra (blackjax).
+
+        A least-squares fit (`sigma=None`) gets one sigma per observable, started
+        at the pooled value: give `prior["sigma"]`. The support of each number is
+        its prior's, cut by the fit's `positive` and `bounds`.
+
+        **Returns:** a `Posterior`.
+
+        **Raises:** `ValueError` for bad priors (an unknown name, a missing or an
+        improper prior) or an estimate outside a prior's support; `RuntimeError`
+        on a result loaded from a file (it has no model).
+        """
+        return sample_fit(self, prior, key=key, num_chains=num_chains,
+                          num_warmup=num_warmup, num_samples=num_samples, jitter=jitter,
+                          target_accept=target_accept, max_tree_depth=max_tree_depth,
+                          chain_method=chain_method, progress=progress)
 
     def __repr__(self) -> str:
         """A table in the order of `params0`: estimate, standard error and the 95 %

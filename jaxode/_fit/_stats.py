@@ -96,3 +96,53 @@ def crossing(u, dev, threshold, i_best):
             i = j
         out.append(found)
     return out
+
+
+# ----- convergence of MCMC chains (Vehtari, Gelman, Simpson, Carpenter and
+# Bürkner, "Rank-normalization, folding, and localization: an improved R-hat",
+# Bayesian Analysis 16, 2021): blackjax's R-hat and ESS on split, rank-normalised
+# chains
+
+
+def _split_chains(x: np.ndarray) -> np.ndarray:
+    """`(chains, draws, ...)` -> `(2·chains, draws // 2, ...)`: each chain's halves
+    (an odd draw count drops the middle draw)."""
+    half = x.shape[1] // 2
+    return np.concatenate([x[:, :half], x[:, x.shape[1] - half:]], axis=0)
+
+
+def _rank_normalise(x: np.ndarray) -> np.ndarray:
+    """Each column's draws, pooled over the chains, replaced by the normal scores of
+    their ranks, `Φ⁻¹((r − 3/8) / (S + 1/4))` (ties share their average rank)."""
+    import scipy.special
+
+    chains, draws = x.shape[:2]
+    flat = x.reshape(chains * draws, -1)
+    ranks = _scipy_stats().rankdata(flat, axis=0)
+    z = scipy.special.ndtri((ranks - 0.375) / (flat.shape[0] + 0.25))
+    return z.reshape(x.shape)
+
+
+def r_hat(x) -> np.ndarray:
+    """The rank-normalised split R-hat of every column of `x`, shape
+    `(chains, draws, n)`: the larger of the split R-hat of the rank-normalised draws
+    (bulk) and of their distances from the median (tail). Near 1 for chains that
+    mix; the usual bound is 1.01."""
+    from blackjax.diagnostics import potential_scale_reduction
+
+    split = _split_chains(np.asarray(x, np.float64))
+    folded = np.abs(split - np.median(split.reshape(-1, *split.shape[2:]), axis=0))
+    bulk = potential_scale_reduction(_rank_normalise(split))
+    tail = potential_scale_reduction(_rank_normalise(folded))
+    return np.maximum(np.asarray(bulk), np.asarray(tail)).reshape(x.shape[2:])
+
+
+def bulk_ess(x) -> np.ndarray:
+    """The bulk effective sample size of every column of `x`, shape
+    `(chains, draws, n)`: the effective sample size of the split, rank-normalised
+    draws (Geyer's initial monotone sequence, as in Stan)."""
+    from blackjax.diagnostics import effective_sample_size
+
+    split = _split_chains(np.asarray(x, np.float64))
+    return np.asarray(effective_sample_size(_rank_normalise(split))).reshape(
+        x.shape[2:])
