@@ -474,13 +474,15 @@ def _names(post, names):
 
 
 def posterior(post, names: Sequence[str] | None = None, *, title: str = "",
-              bins: int = 40) -> Figure:
+              bins: int = 40, max_trace: int = 400) -> Figure:
     """Trace and marginal density of each estimated number of a `Posterior`, one row
     per number: the draws of every chain against the iteration (left; mixed chains
     overlap as one band), and the histogram of all draws with their 5, 50 and 95 %
     quantiles (right).
 
     - `names`: labels to draw (`"alpha"`, `"y0[0]"`, `"sigma[1]"`); default all.
+    - `max_trace`: draws per chain in the traces (every k-th beyond it; the
+      histograms use all).
     """
     names = _names(post, names)
     fig, axes = _subplots(len(names), 2, figsize=(9, 1.7 * len(names) + 0.6),
@@ -490,9 +492,11 @@ def posterior(post, names: Sequence[str] | None = None, *, title: str = "",
     rows = post.summary()
     for (trace, dens), name in zip(axes, names):
         x = post.draws_of(name)
+        every = max(1, -(-x.shape[1] // max_trace))
+        shown = np.arange(0, x.shape[1], every)
         for c in range(x.shape[0]):
-            trace.plot(x[c], lw=0.5, alpha=0.75, color=colors[c % len(colors)],
-                       label=f"chain {c}")
+            trace.plot(shown, x[c, shown], lw=0.5, alpha=0.75,
+                       color=colors[c % len(colors)], label=f"chain {c}")
         trace.set_ylabel(name)
         trace.grid(alpha=0.3)
         dens.hist(x.reshape(-1), bins=bins, density=True, color="C0", alpha=0.45)

@@ -189,7 +189,8 @@ def save_posterior(post, out, years, ys) -> list:
     paths = [path]
     for name, fig in figures.items():
         paths.append(Path(out) / name)
-        fig.savefig(paths[-1], dpi=110)
+        # the traces are dense noise, which a PNG keeps pixel by pixel: fewer pixels
+        fig.savefig(paths[-1], dpi=80 if "trace" in name else 110)
     return paths
 
 
