@@ -127,7 +127,20 @@ def _demo_help(name: str) -> str:
         prog=f"jaxode demo {name}", description=doc or DEMOS[name][1],
         epilog=f"example: jaxode demo {name} --quick --out figures")
     _demo_options(parser)
+    _demo_extra_options(name, parser)
     return parser.format_help()
+
+
+def _demo_extra_options(name: str, parser: argparse.ArgumentParser) -> None:
+    """The options a demo adds to `--out` and `--quick` (its module's
+    `add_arguments(parser)`, when it has one and its extras are installed)."""
+    try:
+        module = importlib.import_module(f"jaxode.demos.{DEMOS[name][0]}")
+    except ImportError:
+        return
+    hook = getattr(module, "add_arguments", None)
+    if hook is not None:
+        hook(parser)
 
 
 def _fail(message: str) -> int:
@@ -313,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         print(_demo_help(argv[1]))
         return 0
     parser = _parser()
-    ns = parser.parse_args(argv)
+    ns, extra = parser.parse_known_args(argv)
+    if extra and ns.command != "demo":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if ns.command is None:
         parser.print_usage(sys.stderr)
         return _fail("choose a command: `jaxode demo NAME` runs a demo ("
@@ -329,8 +344,13 @@ def main(argv: list[str] | None = None) -> int:
             module = importlib.import_module(f"jaxode.demos.{DEMOS[ns.name][0]}")
         except ImportError as e:  # an install without the extras: its message says
             return _fail(str(e))
+        options = {}
+        if extra:  # a demo's own options (`jaxode demo lynx-hare --bayes`)
+            demo_parser = argparse.ArgumentParser(prog=f"jaxode demo {ns.name}")
+            _demo_extra_options(ns.name, demo_parser)
+            options = vars(demo_parser.parse_args(extra))
         ns.out.mkdir(parents=True, exist_ok=True)
-        results = module.run(out=ns.out, quick=ns.quick) or {}
+        results = module.run(out=ns.out, quick=ns.quick, **options) or {}
         missed = [t for t in results.get("targets", []) if not t.met]
         if missed:  # exit status 1: the demo ran but did not do what it claims
             _fail(f"demo {ns.name!r} missed {len(missed)} of its targets: "

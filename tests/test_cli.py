@@ -247,3 +247,14 @@ def test_console_exit_code_on_bad_name():
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
         f"jaxode: error: unknown demo 'nope'; valid demos: {', '.join(cli.DEMOS)}"]
+
+
+def test_a_demo_takes_its_own_options_and_refuses_unknown_ones(capsys):
+    assert cli.main(["demo", "lynx-hare", "--help"]) == 0
+    assert "--bayes" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        cli.main(["demo", "lynx-hare", "--bogus"])
+    assert e.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        cli.main(["bench", "--bogus"])
+    assert e.value.code == 2
