@@ -55,8 +55,13 @@ def test_quick_run_prints_rows_without_the_test_dependencies(tmp_path):
     assert "WRONG ANSWER" not in text and "FAILED" not in text, text[-4000:]
     rows = [ln for ln in text.split("| benchmark | jaxode | peer | ratio |")[-1]
             .splitlines() if ln.startswith("| cpu: ")]
-    assert any("Lorenz ensemble, RK4" in r and "2^8 = 256 members" in r
-               and "members/s" in r and "torchdiffeq rk4 (cpu)" in r for r in rows)
+    lorenz = [r for r in rows if "Lorenz ensemble, RK4" in r
+              and "2^8 = 256 members" in r and "members/s" in r]
+    assert lorenz, text[-4000:]
+    # torchdiffeq timed, or said why not (on a loaded machine the budget may drop it)
+    assert ("torchdiffeq rk4 (cpu)" in lorenz[0] or "torchdiffeq: not run" in lorenz[0]
+            or any("skipped" in ln and "torchdiffeq" in ln for ln in text.splitlines())
+            ), text[-4000:]
     assert any("DiffEqGPU paper" in r for r in rows)
     # rows printed as they come are marked: `jaxode bench` reads each one once
     assert sum(ln.startswith("| cpu: ") for ln in text.splitlines()) == len(rows)
