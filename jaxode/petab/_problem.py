@@ -261,12 +261,14 @@ value_and_grad = eqx.filter_jit(
     lambda prog, theta: jax.value_and_grad(objective, argnums=1)(prog, theta))
 
 
-@eqx.filter_jit
-def value_and_grad_forward(prog: Program, theta):
+def _forward_value_and_grad(prog: Program, theta):
     """`objective` and its gradient by forward mode, one tangent per parameter (the
     solves of `prog` must use diffrax's `ForwardMode`)."""
     grad, value = jax.jacfwd(lambda th: (objective(prog, th),) * 2, has_aux=True)(theta)
     return value, grad
+
+
+value_and_grad_forward = eqx.filter_jit(_forward_value_and_grad)
 
 
 def forward_mode(prog: Program) -> Program:
@@ -306,9 +308,7 @@ def _objective_fn(prog: Program, forward: bool):
         return objective(prog, theta)
 
     def f_fwd(theta):
-        grad, value = jax.jacfwd(lambda th: (objective(prog, th),) * 2,
-                                 has_aux=True)(theta)
-        return value, grad
+        return _forward_value_and_grad(prog, theta)
 
     f.defvjp(f_fwd, lambda grad, ct: (ct * grad,))
     return f
